@@ -1,0 +1,26 @@
+# polab set-up: `make main` runs the main job, `make test` runs the test suite.
+# Each target does all the set-up it needs on a fresh machine.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.polab_setup_stamp
+
+.PHONY: setup main test test-fast bench clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	bash .ci/setup.sh $(PY) $(VENV)
+	touch $(STAMP)
+
+# The main job: a short DUMP-GRPO run on the embedded SmolLM2-135M-Instruct (CPU, minutes).
+main: setup
+	$(VENV)/bin/polab train grpo --preset cpu-demo --curriculum dump --out runs/main
+
+# The full test suite (exactly what CI runs).
+test: setup
+	bash .ci/pytest.sh
+
+bench: setup
+	$(VPY) -m pip install -q -e '.[bench]'
+	$(VPY) benchmarks/grpo_step_vs_trl.py
