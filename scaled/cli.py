@@ -21,12 +21,13 @@ def _grpo_parser(sub) -> argparse.ArgumentParser:
     from .trainers.grpo import ADVANTAGE_ESTIMATORS, PRESETS
     from estimators.policy_loss import AGGREGATIONS
 
-    p = sub.add_parser("grpo", help="GRPO on Knights-and-Knaves with a distribution-level curriculum",
+    p = sub.add_parser("grpo", help="GRPO on verifiable tasks with a distribution-level curriculum (DUMP or uniform)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo", help="named configuration; other options override it")
     p.add_argument("--curriculum", choices=["dump", "uniform"])
     p.add_argument("--model", help="smollm2-135m-instruct (embedded), tiny-llama, a local HF folder or a hub id")
-    p.add_argument("--people", type=lambda s: tuple(int(x) for x in s.split(",")), help="puzzle sizes, e.g. 3,4,5,6 (one distribution each)")
+    p.add_argument("--task", choices=["kk", "arithmetic"], help="Knights-and-Knaves (the DUMP paper's) or integer addition")
+    p.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), help="one distribution each: people per puzzle (kk) or digits (arithmetic), e.g. 3,4,5,6")
     p.add_argument("--steps", type=int)
     p.add_argument("--prompts-per-step", type=int, help="global number of prompts per step")
     p.add_argument("--samples-per-prompt", type=int, help="group size G")

@@ -50,7 +50,11 @@ from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
 from ..rollout import generate_rollouts, token_logprobs
 from ..run_folder import RunLogger
+from ..tasks.arithmetic import ArithmeticTask
 from ..tasks.knights_knaves import KnightsKnavesTask
+
+#: Task classes by name; each takes (levels, *, puzzles_per_size, seed).
+TASKS = {"kk": KnightsKnavesTask, "arithmetic": ArithmeticTask}
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "PRESETS", "step_seed"]
 
@@ -63,7 +67,8 @@ class GRPOConfig:
 
     # model and task
     model: str = EMBEDDED_MODEL
-    people: tuple[int, ...] = (3, 4, 5, 6)
+    task: str = "kk"  # "kk" (Knights-and-Knaves, the DUMP paper's) or "arithmetic"
+    levels: tuple[int, ...] = (3, 4, 5, 6)  # people per puzzle (kk) or digits per operand (arithmetic)
     puzzles_per_size: int = 200
     task_seed: int = 1234
     # curriculum
@@ -118,8 +123,10 @@ class GRPOConfig:
             errs.append(f"prompts_per_step ({self.prompts_per_step}) must be a positive multiple of the number of processes ({world_size})")
         if self.steps < 1:
             errs.append("steps must be >= 1")
-        if not self.people or min(self.people) < 2:
-            errs.append(f"people must list puzzle sizes >= 2, got {self.people}")
+        if self.task not in TASKS:
+            errs.append(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if not self.levels:
+            errs.append("levels is empty: give the puzzle sizes (kk) or digit counts (arithmetic), one distribution each")
         if self.kl_coef < 0:
             errs.append("kl_coef must be >= 0")
         if errs:
@@ -128,9 +135,17 @@ class GRPOConfig:
 
 #: Named configurations. ``cpu-demo`` is the README's main job.
 PRESETS: dict[str, dict] = {
-    "cpu-demo": dict(model=EMBEDDED_MODEL, people=(3, 4, 5, 6), prompts_per_step=4, samples_per_prompt=4, max_new_tokens=48, steps=8, checkpoint_every=4, lr=5e-6),
-    "tiny": dict(model="tiny-llama", people=(3, 4), puzzles_per_size=20, prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8, steps=2, checkpoint_every=1, lr=1e-3, tensorboard=False, progress=False),
-    "dump-paper": dict(people=tuple(range(3, 15)), prompts_per_step=128, samples_per_prompt=16, max_new_tokens=4096, steps=300, lr=1e-6, kl_coef=0.001, kl_estimator="k3", checkpoint_every=25),
+    # The README's main job: the 135M model solves one-digit sums sometimes and longer ones
+    # almost never, so DUMP has an easy, learnable distribution to find among hard ones.
+    "cpu-demo": dict(model=EMBEDDED_MODEL, task="arithmetic", levels=(1, 2, 3, 4), prompts_per_step=8, samples_per_prompt=4,
+                     max_new_tokens=12, steps=12, checkpoint_every=4, lr=1e-5),
+    # Knights-and-Knaves on the embedded model (the paper's task; the 135M model rarely earns a non-minimal reward).
+    "cpu-kk": dict(model=EMBEDDED_MODEL, task="kk", levels=(3, 4, 5, 6), prompts_per_step=4, samples_per_prompt=4, max_new_tokens=48,
+                   steps=8, checkpoint_every=4, lr=5e-6),
+    "tiny": dict(model="tiny-llama", task="arithmetic", levels=(1, 2), prompts_per_step=2, samples_per_prompt=4, max_new_tokens=6, steps=2,
+                 checkpoint_every=1, lr=1e-3, tensorboard=False, progress=False),
+    # DUMP's setting (theory_core.md 1.4): 12 K&K distributions, 128 prompts x 16, KL loss 0.001 low_var_kl; needs GPUs.
+    "dump-paper": dict(task="kk", levels=tuple(range(3, 15)), prompts_per_step=128, samples_per_prompt=16, max_new_tokens=4096, steps=300, lr=1e-6, kl_coef=0.001, kl_estimator="k3", checkpoint_every=25),
 }
 
 
@@ -157,12 +172,14 @@ class GRPOTrainer:
         Defaults to :func:`scaled.distributed.init_distributed` (single process without torchrun).
     """
 
-    def __init__(self, config: GRPOConfig, dist_info: D.DistInfo | None = None):
+    def __init__(self, config: GRPOConfig, dist_info: D.DistInfo | None = None, *, task=None):
         self.cfg = config
         self.dist = dist_info or D.init_distributed(config.device)
         config.validate(self.dist.world_size)
         self.out = Path(config.out)
-        self.task = KnightsKnavesTask(tuple(config.people), puzzles_per_size=config.puzzles_per_size, seed=config.task_seed)
+        # ``task`` overrides config.task with any object of the same interface
+        # (distributions, sample(source, rng=), prompt(item), reward(text, item)).
+        self.task = task if task is not None else TASKS[config.task](tuple(config.levels), puzzles_per_size=config.puzzles_per_size, seed=config.task_seed)
         self.sources = list(self.task.distributions)
         sched_kwargs = {}
         if config.curriculum == "dump":
@@ -300,9 +317,9 @@ class GRPOTrainer:
             w = aggregation_weight(m, tot_tokens, tot_seqs, cfg.aggregation, batch_total=batch_total)
             # DDP averages gradients over ranks; multiplying by world_size makes that average a sum of shares.
             (res.loss * (w * info.world_size)).backward()
-            loss_val += float(res.loss) * w
-            policy_val += float(res.policy_loss) * w
-            kl_val += float(res.kl) * w
+            loss_val += float(res.loss.detach()) * w
+            policy_val += float(res.policy_loss.detach()) * w
+            kl_val += float(res.kl.detach()) * w
             clip_num += res.clip_fraction * float(m.sum())
             if lo == 0 and cfg.micro_batch_size in (0, n_local):
                 loss_inputs = dict(logp=logp.detach(), old_logp=old.detach(), advantages=token_adv.detach(), mask=m,
@@ -404,8 +421,8 @@ def config_from_preset(preset: str | None, **overrides) -> GRPOConfig:
     unknown = set(base) - fields
     if unknown:
         raise ValueError(f"unknown GRPO options {sorted(unknown)}.")
-    if "people" in base:
-        base["people"] = tuple(int(x) for x in base["people"])
+    if "levels" in base:
+        base["levels"] = tuple(int(x) for x in base["levels"])
     return GRPOConfig(**base)
 
 
