@@ -1,6 +1,7 @@
 """The ``polab`` command line.
 
-- ``polab train grpo ...``: GRPO with a DUMP or uniform curriculum (see ``--help``);
+- ``polab train ALGO ...``: a trainer from ``scaled.trainers`` (a module defining
+  ``add_cli(subparsers)``), e.g. ``polab train grpo`` (GRPO with a DUMP or uniform curriculum);
 - ``polab run NAME ...``: an experiment from ``scaled.experiments`` (``polab run --list``);
 - ``polab models``: the model names polab understands.
 
@@ -11,67 +12,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import pkgutil
 import sys
 
 __all__ = ["main"]
 
 
-def _grpo_parser(sub) -> argparse.ArgumentParser:
-    from .trainers.grpo import ADVANTAGE_ESTIMATORS, PRESETS
-    from estimators.policy_loss import AGGREGATIONS
+def _trainer_modules() -> list[str]:
+    """Modules of scaled.trainers that define ``add_cli(subparsers)`` (found automatically)."""
+    from . import trainers
 
-    p = sub.add_parser("grpo", help="GRPO on verifiable tasks with a distribution-level curriculum (DUMP or uniform)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo", help="named configuration; other options override it")
-    p.add_argument("--curriculum", choices=["dump", "uniform"])
-    p.add_argument("--model", help="smollm2-135m-instruct (embedded), tiny-llama, a local HF folder or a hub id")
-    p.add_argument("--task", choices=["kk", "arithmetic"], help="Knights-and-Knaves (the DUMP paper's) or integer addition")
-    p.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), help="one distribution each: people per puzzle (kk) or digits (arithmetic), e.g. 3,4,5,6")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--prompts-per-step", type=int, help="global number of prompts per step")
-    p.add_argument("--samples-per-prompt", type=int, help="group size G")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS)
-    p.add_argument("--std-convention", choices=["verl", "trl", "openrlhf"])
-    p.add_argument("--aggregation", choices=AGGREGATIONS)
-    p.add_argument("--kl-coef", type=float)
-    p.add_argument("--kl-estimator", choices=["k1", "k2", "k3"])
-    p.add_argument("--clip-low", type=float)
-    p.add_argument("--clip-high", type=float)
-    p.add_argument("--micro-batch-size", type=int, help="responses per forward/backward (0 = all)")
-    p.add_argument("--dump-window", type=int)
-    p.add_argument("--dump-temperature", type=float)
-    p.add_argument("--dump-exploration", type=float)
-    p.add_argument("--dump-bonus", choices=["code", "paper"])
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--out", help="run folder")
-    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its latest checkpoint")
-    p.add_argument("--stop-after", type=int, help="stop after this many steps of this invocation (for testing resume)")
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    return p
-
-
-def _train_grpo(args) -> int:
-    from . import distributed as D
-    from .trainers.grpo import GRPOTrainer, config_from_preset, dump_json
-
-    opts = {k: v for k, v in vars(args).items() if k not in ("command", "algo", "preset", "func")}
-    cfg = config_from_preset(args.preset, **opts)
-    info = D.init_distributed(cfg.device)
-    try:
-        trainer = GRPOTrainer(cfg, info)
-        out = trainer.train()
-        if info.is_main:
-            print(f"run folder: {out}\n  metrics: {out / 'metrics.csv'}\n  figure:  {out / 'figures' / 'curriculum.png'}")
-    finally:
-        D.shutdown(info)
-    return 0
+    names = []
+    for m in pkgutil.iter_modules(trainers.__path__):
+        if m.name.startswith("_"):
+            continue
+        spec = importlib.util.find_spec(f"scaled.trainers.{m.name}")
+        src = spec.loader.get_source(spec.name) if spec and spec.loader else ""
+        if src and "def add_cli(" in src:
+            names.append(m.name)
+    return sorted(names)
 
 
 def _experiments() -> list[str]:
@@ -98,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a policy")
     tsub = train.add_subparsers(dest="algo", required=True)
-    g = _grpo_parser(tsub)
-    g.set_defaults(func=_train_grpo)
+    for name in _trainer_modules():
+        mod = importlib.import_module(f"scaled.trainers.{name}")
+        mod.add_cli(tsub)  # each trainer module adds its sub-command and sets func=
     run = sub.add_parser("run", help="run an experiment (polab run --list)")
     run.add_argument("name", nargs="?")
     run.add_argument("--list", action="store_true")

@@ -29,10 +29,10 @@ as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -429,5 +429,58 @@ def config_from_preset(preset: str | None, **overrides) -> GRPOConfig:
 __all__.append("config_from_preset")
 
 
-def dump_json(obj) -> str:  # used by the CLI to print the final config
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+# -- command line ----------------------------------------------------------
+
+
+def add_cli(sub) -> argparse.ArgumentParser:
+    """Add ``polab train grpo`` to the CLI's ``train`` sub-commands."""
+    p = sub.add_parser("grpo", help="GRPO on verifiable tasks with a distribution-level curriculum (DUMP or uniform)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo", help="named configuration; other options override it")
+    p.add_argument("--curriculum", choices=["dump", "uniform"])
+    p.add_argument("--model", help="smollm2-135m-instruct (embedded), tiny-llama, a local HF folder or a hub id")
+    p.add_argument("--task", choices=["kk", "arithmetic"], help="Knights-and-Knaves (the DUMP paper's) or integer addition")
+    p.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), help="one distribution each: people per puzzle (kk) or digits (arithmetic), e.g. 3,4,5,6")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--prompts-per-step", type=int, help="global number of prompts per step")
+    p.add_argument("--samples-per-prompt", type=int, help="group size G")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS)
+    p.add_argument("--std-convention", choices=["verl", "trl", "openrlhf"])
+    p.add_argument("--aggregation", choices=AGGREGATIONS)
+    p.add_argument("--kl-coef", type=float)
+    p.add_argument("--kl-estimator", choices=["k1", "k2", "k3"])
+    p.add_argument("--clip-low", type=float)
+    p.add_argument("--clip-high", type=float)
+    p.add_argument("--micro-batch-size", type=int, help="responses per forward/backward (0 = all)")
+    p.add_argument("--dump-window", type=int)
+    p.add_argument("--dump-temperature", type=float)
+    p.add_argument("--dump-exploration", type=float)
+    p.add_argument("--dump-bonus", choices=["code", "paper"])
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--stop-after", type=int, help="stop after this many steps of this invocation (for testing resume)")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args) -> int:
+    """Entry of ``polab train grpo`` (also under torchrun)."""
+    opts = {k: v for k, v in vars(args).items() if k not in ("command", "algo", "preset", "func")}
+    cfg = config_from_preset(args.preset, **opts)
+    info = D.init_distributed(cfg.device)
+    try:
+        trainer = GRPOTrainer(cfg, info)
+        out = trainer.train()
+        if info.is_main:
+            print(f"run folder: {out}\n  metrics: {out / 'metrics.csv'}\n  figure:  {out / 'figures' / 'curriculum.png'}")
+    finally:
+        D.shutdown(info)
+    return 0
