@@ -21,8 +21,9 @@ The core functions are called unchanged. Under ``torchrun`` the model is
 wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU).
 
 Randomness: each step's random streams (curriculum draw, puzzle draw, and
-torch's global RNG used by ``generate``) are seeded from ``(seed, step,
-rank)`` at the start of the step. Hence a step's randomness does not depend
+the token sampler's generator; torch's global RNG when ``rollout_engine="hf"``,
+since ``generate`` reads only that) are seeded from ``(seed, step, rank)`` at
+the start of the step. Hence a step's randomness does not depend
 on what ran before it, and a run resumed from a checkpoint continues exactly
 as the uninterrupted run would have.
 """
@@ -48,7 +49,7 @@ from estimators.policy_loss import AGGREGATIONS, aggregation_weight, ppo_clip_lo
 from .. import distributed as D
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
-from ..rollout import generate_rollouts, token_logprobs
+from ..rollout import PrefixSharedLogprobs, generate_rollouts, sample_rollouts, token_logprobs
 from ..run_folder import RunLogger
 from ..tasks.arithmetic import ArithmeticTask
 from ..tasks.knights_knaves import KnightsKnavesTask
@@ -83,6 +84,8 @@ class GRPOConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
+    rollout_engine: str = "shared-prefix"  # "shared-prefix" (polab's KV-cache sampler) or "hf" (transformers generate)
+    shared_prefix_logprobs: bool = True  # one prompt pass per group in the training forward (exact; see scaled.rollout)
     # advantage and loss
     advantage: str = "grpo"
     std_convention: str = "verl"
@@ -121,6 +124,10 @@ class GRPOConfig:
             errs.append("samples_per_prompt must be >= 2: group-relative advantages need at least two responses per prompt")
         if self.prompts_per_step < 1 or self.prompts_per_step % world_size:
             errs.append(f"prompts_per_step ({self.prompts_per_step}) must be a positive multiple of the number of processes ({world_size})")
+        if self.rollout_engine not in ("shared-prefix", "hf"):
+            errs.append(f"rollout_engine must be 'shared-prefix' or 'hf', got {self.rollout_engine!r}")
+        if self.micro_batch_size and self.micro_batch_size % self.samples_per_prompt:
+            errs.append(f"micro_batch_size ({self.micro_batch_size}) must be a multiple of samples_per_prompt ({self.samples_per_prompt}): micro-batches hold whole groups")
         if self.steps < 1:
             errs.append("steps must be >= 1")
         if self.task not in TASKS:
@@ -153,6 +160,17 @@ def step_seed(seed: int, step: int, rank: int, stream: str) -> int:
     """A 63-bit seed that is a pure function of (seed, step, rank, stream name)."""
     h = hashlib.sha256(f"{seed}:{step}:{rank}:{stream}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+class _FullLogprobs(torch.nn.Module):
+    """Response log-probabilities from one full forward pass per response (no prompt sharing)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, prompt_length: int, group_size: int, temperature: float = 1.0):
+        return token_logprobs(self.lm, input_ids, attention_mask, prompt_length, temperature=temperature)
 
 
 @dataclass
@@ -195,12 +213,14 @@ class GRPOTrainer:
             self.ref = copy.deepcopy(self.policy).eval()
             for p in self.ref.parameters():
                 p.requires_grad_(False)
+        # The module whose forward gives response log-probabilities; DDP wraps it.
+        self.logprob_module = PrefixSharedLogprobs(self.policy) if config.shared_prefix_logprobs else _FullLogprobs(self.policy)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.model = DDP(self.policy, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
+            self.model = DDP(self.logprob_module, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
         else:
-            self.model = self.policy
+            self.model = self.logprob_module
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         resume_step = None
@@ -279,10 +299,16 @@ class GRPOTrainer:
         step = self.step + 1
         t0 = time.perf_counter()
         src_local, puzzles = self._draw_prompts(step)
-        torch.manual_seed(step_seed(cfg.seed, step, info.rank, "generate"))
         prompts = [self.task.prompt(p) for p in puzzles]
-        batch = generate_rollouts(self.policy, self.tokenizer, prompts, samples_per_prompt=cfg.samples_per_prompt,
-                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        gen_seed = step_seed(cfg.seed, step, info.rank, "generate")
+        if cfg.rollout_engine == "hf":
+            torch.manual_seed(gen_seed)  # transformers' generate reads only the global RNG
+            batch = generate_rollouts(self.policy, self.tokenizer, prompts, samples_per_prompt=cfg.samples_per_prompt,
+                                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        else:
+            gen = torch.Generator(device=info.device).manual_seed(gen_seed)
+            batch = sample_rollouts(self.policy, self.tokenizer, prompts, samples_per_prompt=cfg.samples_per_prompt,
+                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, generator=gen)
         t1 = time.perf_counter()
         G = cfg.samples_per_prompt
         rewards_obj = [self.task.reward(text, puzzles[i // G]) for i, text in enumerate(batch.texts)]
@@ -305,7 +331,7 @@ class GRPOTrainer:
         for lo in range(0, n_local, mb):
             sl = slice(lo, lo + mb)
             ids, att, m = batch.input_ids[sl], batch.attention_mask[sl], resp_mask[sl]
-            logp = token_logprobs(self.model, ids, att, batch.prompt_length, temperature=cfg.temperature)
+            logp = self.model(ids, att, batch.prompt_length, G, cfg.temperature)
             ref_logp = None
             if self.ref is not None:
                 with torch.no_grad():
@@ -446,6 +472,8 @@ def add_cli(sub) -> argparse.ArgumentParser:
     p.add_argument("--samples-per-prompt", type=int, help="group size G")
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--temperature", type=float)
+    p.add_argument("--rollout-engine", choices=["shared-prefix", "hf"], help="polab's prompt-sharing KV-cache sampler or transformers' generate")
+    p.add_argument("--full-logprobs", dest="shared_prefix_logprobs", action="store_false", default=None, help="one full forward per response in training (no prompt sharing)")
     p.add_argument("--lr", type=float)
     p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS)
     p.add_argument("--std-convention", choices=["verl", "trl", "openrlhf"])
