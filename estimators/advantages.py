@@ -102,17 +102,26 @@ def _check_inputs(rewards, group_ids) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _segment_stats(r: torch.Tensor, g: torch.Tensor, *, unbiased: bool):
-    """Per-row group mean, std and size by segment sums (two-pass for stability)."""
+    """Per-group mean, std, size and a constant-group flag by segment reductions.
+
+    Deviations use a two-pass mean. Groups whose rewards are all equal
+    (min == max, exactly) get deviation 0 and std 0 however the mean rounds:
+    ``mean(0.1, 0.1, 0.1)`` is not exactly 0.1 in floating point, and
+    without this a constant group would get a non-zero advantage.
+    """
     _, inv, counts = torch.unique(g, return_inverse=True, return_counts=True)
     k = counts.shape[0]
     n = counts.to(r.dtype)
     sums = torch.zeros(k, dtype=r.dtype, device=r.device).index_add_(0, inv, r)
     mean = sums / n
-    dev = r - mean[inv]
+    gmin = torch.full((k,), float("inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, inv, r, "amin")
+    gmax = torch.full((k,), float("-inf"), dtype=r.dtype, device=r.device).scatter_reduce(0, inv, r, "amax")
+    constant = gmin == gmax
+    dev = torch.where(constant[inv], torch.zeros_like(r), r - mean[inv])
     ss = torch.zeros(k, dtype=r.dtype, device=r.device).index_add_(0, inv, dev * dev)
     denom = (n - 1.0).clamp_min(1.0) if unbiased else n
     std = torch.sqrt(ss / denom)
-    return inv, counts, mean, std, ss
+    return inv, counts, mean, std, dev, constant
 
 
 def group_advantages(
@@ -166,7 +175,8 @@ def group_advantages(
     Notes
     -----
     A group whose rewards are all equal gets advantage exactly 0 for every
-    ``scale`` (the numerator is computed as the deviation from a two-pass mean).
+    ``scale`` and every ``epsilon`` (including 0), whatever the rounding of
+    its mean; it is counted in ``num_zero_variance_groups``.
     """
     r, g = _check_inputs(rewards, group_ids)
     conv = GRPO_CONVENTIONS.get(convention)
@@ -183,17 +193,17 @@ def group_advantages(
     if epsilon < 0:
         raise ValueError(f"epsilon must be >= 0; got {epsilon}.")
 
-    inv, counts, mean, gstd, ss = _segment_stats(r, g, unbiased=(std == "unbiased"))
+    inv, counts, mean, gstd, centred, constant = _segment_stats(r, g, unbiased=(std == "unbiased"))
     row_mean = mean[inv]
-    centred = r - row_mean
     if scale == "group":
         row_scale = gstd[inv]
-        adv = centred / (row_scale + epsilon)
+        # constant groups: centred is exactly 0; define 0/0 as 0 when epsilon = 0
+        adv = torch.where(constant[inv], torch.zeros_like(r), centred / (row_scale + epsilon))
     elif scale == "batch":
         n = r.shape[0]
         bstd = r.std(unbiased=(std == "unbiased")) if n > 1 else torch.zeros((), dtype=r.dtype, device=r.device)
         row_scale = bstd.expand_as(r)
-        adv = centred / (row_scale + epsilon)
+        adv = torch.where(constant[inv], torch.zeros_like(r), centred / (row_scale + epsilon))
     else:
         row_scale = torch.ones_like(r)
         adv = centred
@@ -208,7 +218,7 @@ def group_advantages(
             row_mean = torch.where(single, torch.zeros_like(row_mean), row_mean)
             row_scale = torch.where(single, torch.ones_like(row_scale), row_scale)
 
-    zero_var = int(((counts > 1) & (ss == 0)).sum())
+    zero_var = int(((counts > 1) & constant).sum())
     return GroupAdvantages(
         advantages=adv,
         group_mean=row_mean,
@@ -250,9 +260,8 @@ def rloo_advantages(rewards, group_ids) -> GroupAdvantages:
         ``group_mean`` is the group mean, ``group_std`` ones.
     """
     r, g = _check_inputs(rewards, group_ids)
-    inv, counts, mean, _, ss = _segment_stats(r, g, unbiased=True)
+    inv, counts, mean, _, centred, constant = _segment_stats(r, g, unbiased=True)
     n = counts[inv].to(r.dtype)
-    centred = r - mean[inv]
     adv = torch.where(n > 1, centred * n / (n - 1.0).clamp_min(1.0), torch.zeros_like(r))
     return GroupAdvantages(
         advantages=adv,
@@ -261,7 +270,7 @@ def rloo_advantages(rewards, group_ids) -> GroupAdvantages:
         group_size=counts[inv],
         num_groups=int(counts.shape[0]),
         num_singleton_groups=int((counts == 1).sum()),
-        num_zero_variance_groups=int(((counts > 1) & (ss == 0)).sum()),
+        num_zero_variance_groups=int(((counts > 1) & constant).sum()),
     )
 
 

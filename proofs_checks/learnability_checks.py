@@ -50,6 +50,7 @@ __all__ = [
     "FLOAT64_RTOL",
     "EnumerationCase",
     "EnumerationCheck",
+    "enumerated_mean_abs_advantage",
     "check_enumeration",
     "MonteCarloRow",
     "MonteCarloCheck",
@@ -70,7 +71,7 @@ FLOAT64_RTOL = 1e-10
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EnumerationCase:
-    """One (std convention, epsilon) case of :func:`check_enumeration`.
+    r"""One (std convention, epsilon) case of :func:`check_enumeration`.
 
     Attributes
     ----------
@@ -98,7 +99,7 @@ class EnumerationCase:
 
 @dataclass(frozen=True)
 class EnumerationCheck:
-    """Result of :func:`check_enumeration`.
+    r"""Result of :func:`check_enumeration`.
 
     Attributes
     ----------
@@ -145,6 +146,47 @@ def _per_group_mean_abs(adv: torch.Tensor, ids: torch.Tensor, num_groups: int) -
     sums = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, ids, a)
     counts = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, ids, torch.ones_like(a))
     return (sums / counts).numpy()
+
+
+def enumerated_mean_abs_advantage(
+    group_size: int,
+    *,
+    estimator: str = "grpo",
+    std: str = "unbiased",
+    epsilon: float = GRPO_CONVENTIONS["verl"]["epsilon"],
+) -> np.ndarray:
+    r"""Group mean |advantage| computed by the core estimator for every k = 0..G.
+
+    The groups are the explicit rewards :math:`(1,\dots,1,0,\dots,0)` with
+    :math:`k` ones, passed in one call to
+    :func:`estimators.advantages.group_advantages` (``estimator="grpo"``,
+    with ``std`` and ``epsilon``) or
+    :func:`estimators.advantages.rloo_advantages` (``estimator="rloo"``).
+    These are the "exact enumeration" points plotted against the closed forms.
+
+    Parameters
+    ----------
+    group_size : int, >= 2
+    estimator : {"grpo", "rloo"}
+    std : {"unbiased", "population"}
+    epsilon : float
+
+    Returns
+    -------
+    ndarray, shape [group_size + 1], float64
+        Entry ``k`` is the mean of :math:`|A_i|` over the group with ``k`` successes.
+    """
+    G = int(group_size)
+    if G < 2:
+        raise ValueError(f"group_size must be >= 2; got {group_size}.")
+    if estimator not in ("grpo", "rloo"):
+        raise ValueError(f"estimator must be 'grpo' or 'rloo'; got {estimator!r}.")
+    rewards, ids, _, _ = _enumerated_groups((G,))
+    if estimator == "grpo":
+        adv = group_advantages(rewards, ids, std=std, epsilon=epsilon).advantages
+    else:
+        adv = rloo_advantages(rewards, ids).advantages
+    return _per_group_mean_abs(adv, ids, G + 1)
 
 
 def check_enumeration(group_sizes=range(2, 65), *, conventions=("verl", "trl", "openrlhf")) -> EnumerationCheck:
@@ -222,7 +264,7 @@ def check_enumeration(group_sizes=range(2, 65), *, conventions=("verl", "trl", "
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MonteCarloRow:
-    """One (estimator, G, p) setting of :func:`check_binomial_expectation`.
+    r"""One (estimator, G, p) setting of :func:`check_binomial_expectation`.
 
     Attributes
     ----------
@@ -258,7 +300,7 @@ class MonteCarloRow:
 
 @dataclass(frozen=True)
 class MonteCarloCheck:
-    """Result of :func:`check_binomial_expectation`.
+    r"""Result of :func:`check_binomial_expectation`.
 
     Attributes
     ----------
@@ -382,7 +424,7 @@ def check_binomial_expectation(
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SymbolicDerivation:
-    """Result of :func:`derive_symbolically` (sympy expressions in ``q``, ``G``, ``p``).
+    r"""Result of :func:`derive_symbolically` (sympy expressions in ``q``, ``G``, ``p``).
 
     Attributes
     ----------

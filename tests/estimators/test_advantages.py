@@ -146,6 +146,19 @@ def test_zero_variance_and_singletons_counted_and_zero():
     assert raw.advantages[5].item() == pytest.approx(7.0 / (1 + 1e-6), rel=1e-6)
 
 
+@pytest.mark.parametrize("value", [0.3, 0.1, 1e-7, -2.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("epsilon", [0.0, 1e-6])
+def test_constant_groups_are_exactly_zero_whatever_the_rounding(value, dtype, epsilon):
+    # mean(0.3 x 10) != 0.3 in floating point; a constant group must still get A = 0, not noise / tiny std
+    r = torch.full((10,), value, dtype=dtype)
+    ids = torch.zeros(10, dtype=torch.long)
+    for scale in ("group", "batch", "none"):
+        res = group_advantages(r, ids, scale=scale, epsilon=epsilon)
+        assert torch.all(res.advantages == 0) and res.num_zero_variance_groups == 1
+    assert torch.all(rloo_advantages(r, ids).advantages == 0)
+
+
 def test_permutation_invariance():
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 8, (64,), generator=g)

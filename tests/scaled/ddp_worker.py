@@ -1,0 +1,25 @@
+"""Worker for test_ddp_two_processes_keep_identical_state (run under torchrun with 2 processes, gloo)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from scaled import distributed as D
+from scaled.trainers.grpo import GRPOTrainer
+from tests.scaled.grpo_fixtures import DistinctCharsTask, tiny_config
+
+
+def main(out: str) -> None:
+    info = D.init_distributed("cpu")
+    cfg = tiny_config(Path(out) / "run", steps=2, prompts_per_step=2)
+    tr = GRPOTrainer(cfg, info, task=DistinctCharsTask((1, 2)))
+    init = {k: v.detach().clone() for k, v in tr.policy.state_dict().items()}
+    tr.train()
+    state = {"params": tr.policy.state_dict(), "init": init, "scheduler": tr.scheduler.state_dict()}
+    torch.save(state, Path(out) / f"rank{info.rank}.pt")
+    D.shutdown(info)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

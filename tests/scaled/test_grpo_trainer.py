@@ -1,0 +1,154 @@
+"""GRPO trainer on a tiny random Llama: composition of the core, exact resume, micro-batching."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from estimators.policy_loss import ppo_clip_loss
+from scaled.rollout import PrefixSharedLogprobs, _top_p_filter, sample_rollouts, token_logprobs
+from scaled.trainers.grpo import GRPOTrainer
+from tests.scaled.grpo_fixtures import DistinctCharsTask, tiny_config
+
+
+def make(tmp_path, **kw):
+    return GRPOTrainer(tiny_config(tmp_path, **kw), task=DistinctCharsTask((1, 2)))
+
+
+def test_step_changes_parameters_and_loss_is_the_core_loss(tmp_path):
+    tr = make(tmp_path)
+    before = {k: v.detach().clone() for k, v in tr.policy.named_parameters()}
+    res = tr.train_step()
+    li = res.loss_inputs
+    assert li["advantages"].abs().sum() > 0, "test task must give non-zero advantages"
+    # the trainer's loss is exactly the core function on the same tensors
+    core = ppo_clip_loss(li["logp"], li["old_logp"], li["advantages"], li["mask"], clip_low=0.2, clip_high=0.2,
+                         aggregation="token-mean", max_length=6)
+    assert torch.equal(core.loss, li["loss"])
+    assert res.metrics["loss"] == pytest.approx(float(core.loss), rel=1e-12)
+    unchanged = [k for k, v in tr.policy.named_parameters() if torch.equal(v, before[k])]
+    assert unchanged == [], f"parameters not updated: {unchanged}"
+    assert tr.scheduler.num_updates == 1 and tr.scheduler.counts.sum() == 8
+
+
+def test_shared_prefix_logprobs_match_full_forward_with_gradients():
+    from scaled.models import load_model
+
+    m = load_model("tiny-llama", seed=3)
+    g = torch.Generator().manual_seed(0)
+    b = sample_rollouts(m.model, m.tokenizer, ["Compute 1 + 2.", "A longer prompt, so the batch is left-padded."],
+                        samples_per_prompt=3, max_new_tokens=7, generator=g)
+    mask = b.response_mask.float()
+    full = token_logprobs(m.model, b.input_ids, b.attention_mask, b.prompt_length)
+    (full * mask).sum().backward()
+    g_full = [p.grad.clone() for p in m.model.parameters()]
+    m.model.zero_grad()
+    shared = PrefixSharedLogprobs(m.model)(b.input_ids, b.attention_mask, b.prompt_length, 3)
+    (shared * mask).sum().backward()
+    # float32: the two paths sum attention/matmul terms in different orders; values of size ~10
+    # agree to a few ulps times the reduction length, well inside 1e-4 absolute.
+    torch.testing.assert_close(shared[mask.bool()], full[mask.bool()], rtol=0, atol=1e-4)
+    for a, p in zip(g_full, m.model.parameters()):
+        torch.testing.assert_close(p.grad, a, rtol=1e-3, atol=1e-5)
+
+
+def test_sampler_respects_generator_and_masks_after_eos():
+    from scaled.models import load_model
+
+    m = load_model("tiny-llama", seed=1)
+    kw = dict(samples_per_prompt=2, max_new_tokens=5)
+    a = sample_rollouts(m.model, m.tokenizer, ["hi"], generator=torch.Generator().manual_seed(7), **kw)
+    b = sample_rollouts(m.model, m.tokenizer, ["hi"], generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(a.input_ids, b.input_ids)
+    resp = a.input_ids[:, a.prompt_length:]
+    assert torch.all(resp[a.response_mask == 0] == m.tokenizer.pad_token_id)
+    with pytest.raises(ValueError, match="generator"):
+        sample_rollouts(m.model, m.tokenizer, ["hi"], generator=None, **kw)
+
+
+def test_top_p_filter_hand_example():
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    # nucleus 0.7: 0.5 alone is below 0.7, so 0.5 and 0.3 are kept -> (0.625, 0.375, 0, 0)
+    torch.testing.assert_close(_top_p_filter(p, 0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    torch.testing.assert_close(_top_p_filter(p, 1.0), p)
+
+
+def test_micro_batches_reproduce_full_batch_update(tmp_path):
+    a = make(tmp_path / "a")
+    b = make(tmp_path / "b", micro_batch_size=4)
+    a.train_step()
+    b.train_step()
+    # same rollouts, loss split into two groups weighted by aggregation_weight:
+    # equal up to float32 summation order of the gradient accumulation
+    for (k, pa), pb in zip(a.policy.named_parameters(), b.policy.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in csv.DictReader(f)]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+    full = make(tmp_path / "full", steps=3)
+    full.train()
+    part = make(tmp_path / "part", steps=3, stop_after=2)
+    part.train()
+    assert part.step == 2
+    resumed = make(tmp_path / "part", steps=3, resume=True)
+    assert resumed.step == 2
+    resumed.train()
+    for (k, pa), pb in zip(full.policy.named_parameters(), resumed.policy.parameters()):
+        assert torch.equal(pa, pb), k
+    assert full.scheduler.state_dict() == resumed.scheduler.state_dict()
+    sa, sb = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    assert _rows(tmp_path / "full" / "metrics.csv") == _rows(tmp_path / "part" / "metrics.csv")
+    assert (tmp_path / "part" / "figures" / "curriculum.png").stat().st_size > 1000
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
+    make(tmp_path / "r", steps=1).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        make(tmp_path / "r", steps=1)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        make(tmp_path / "empty", resume=True)
+
+
+def test_bad_config_is_reported_in_one_message(tmp_path):
+    with pytest.raises(ValueError) as e:
+        make(tmp_path, samples_per_prompt=1, micro_batch_size=3, curriculum="thompson")
+    msg = str(e.value)
+    assert "samples_per_prompt" in msg and "curriculum" in msg
+
+
+def test_hf_generate_engine_and_cli(tmp_path):
+    # the transformers-generate path and the command line, with the real (constant) arithmetic reward
+    out = tmp_path / "cli"
+    r = subprocess.run([sys.executable, "-m", "scaled.cli", "train", "grpo", "--preset", "tiny", "--rollout-engine", "hf",
+                        "--curriculum", "uniform", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(x["step"]) for x in rows] == [1, 2]
+    assert float(rows[-1]["prob:add_1digit"]) == 0.5  # uniform curriculum
+    r2 = subprocess.run([sys.executable, "-m", "scaled.cli", "train", "grpo", "--preset", "tiny", "--out", str(out)],
+                        capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 2 and "--resume" in r2.stderr
+
+
+def test_ddp_two_processes_keep_identical_state(tmp_path):
+    worker = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+              "-m", "tests.scaled.ddp_worker", str(tmp_path)]
+    r = subprocess.run(worker, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    s1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert s0["scheduler"] == s1["scheduler"]
+    assert s0["scheduler"]["counts"] != [0, 0]  # statistics from both ranks were gathered
+    assert sum(s0["scheduler"]["counts"]) == 2 * 8  # 2 steps x (2 prompts x 4 samples), both ranks' responses
+    for k in s0["params"]:
+        assert torch.equal(s0["params"][k], s1["params"][k]), k
+    assert any(not torch.equal(s0["params"][k], s0["init"][k]) for k in s0["params"])
