@@ -1,0 +1,49 @@
+"""`polab run realizability` end to end with tiny settings: run folder, metrics, figures, core reuse."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from scaled.cli import main as cli_main
+from scaled.run_folder import read_metrics
+
+pytest.importorskip("gymnasium")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_tiny_run_writes_a_complete_run_folder(tmp_path):
+    out = tmp_path / "run"
+    rc = cli_main(["run", "realizability", "--sizes", "300", "600", "--seeds", "1", "--mc-episodes", "20",
+                   "--horizon", "60", "--out", str(out)])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["sizes"] == [300, 600] and cfg["envs"] == ["gridworld", "cartpole"]
+    rows = read_metrics(out / "metrics.csv")
+    assert len(rows) == 4
+    grid = [r for r in rows if r["env_id"] == 0]
+    cart = [r for r in rows if r["env_id"] == 1]
+    for r in grid:
+        # exact quantities from theory/: alpha in [0, 1], C_BE >= 0, value error finite
+        assert 0.0 <= r["alpha_exact"] <= 1.0 and r["c_be_exact"] >= 0.0
+        assert math.isfinite(r["err_lstd"]) and r["v_true"] > 0
+        assert r["err_lstd"] == pytest.approx(abs(r["v_lstd"] - r["v_true"]), rel=1e-12)
+    for r in cart:
+        assert 0.0 <= r["alpha_hat"] <= 1.0 and r["c_be_hat"] > 0.0
+        assert 0 < r["v_true"] <= 1 / (1 - cfg["gamma"])  # rewards are 1 per step
+    for name in ("error_vs_n.png", "factors.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert "env_ids" in json.loads((out / "summary.json").read_text())
+
+
+def test_unknown_option_is_rejected(tmp_path):
+    with pytest.raises(SystemExit):
+        cli_main(["run", "realizability", "--features", "bogus", "--out", str(tmp_path)])
