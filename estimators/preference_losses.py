@@ -45,6 +45,14 @@ or best-of-N with or without a negative gradient. :func:`scheme_loss` applies
 a scheme's loss to a batch; the caller draws the samples from the scheme's
 source, so the same code serves the bandit checks and the LLM trainer.
 
+Further sequence-level methods of the LLM-estimators issue are selectable by
+name through the same :func:`scheme_loss` (:data:`METHOD_SCHEMES`, kept
+apart from the paper's comparison set :data:`SAMPLING_SCHEMES`;
+:data:`PREFERENCE_SCHEMES` holds both): CoPG
+(:mod:`estimators.contrastive_pg`), OPA-DPO and GEPO
+(:mod:`estimators.group_preference`), each from reference (offline) or
+policy (on-policy) samples.
+
 References
 ----------
 Tajwar et al., "Preference Fine-Tuning of LLMs Should Leverage Suboptimal,
@@ -72,6 +80,8 @@ __all__ = [
     "BestOfNLoss",
     "SamplingScheme",
     "SAMPLING_SCHEMES",
+    "METHOD_SCHEMES",
+    "PREFERENCE_SCHEMES",
     "sequence_logprobs",
     "preference_margin",
     "dpo_loss",
@@ -435,14 +445,15 @@ class SamplingScheme:
     name : str
     source : {"reference", "policy"}
         Draw each step's responses from the reference policy (offline data) or the current policy (on-policy).
-    loss : {"dpo", "ipo", "best_of_n"}
+    loss : {"dpo", "ipo", "best_of_n", "copg", "opa_dpo", "gepo"}
+        The last three are :data:`METHOD_SCHEMES` (see :func:`scheme_loss`).
     negative_gradient : {"none", "worst", "mean", "sum"}
         Only for ``loss="best_of_n"``; pairwise losses always carry one (the loser's term).
     """
 
     name: str
     source: Literal["reference", "policy"]
-    loss: Literal["dpo", "ipo", "best_of_n"]
+    loss: Literal["dpo", "ipo", "best_of_n", "copg", "opa_dpo", "gepo"]
     negative_gradient: Literal["none", "worst", "mean", "sum"] = "none"
 
     @property
@@ -451,7 +462,7 @@ class SamplingScheme:
 
     @property
     def has_negative_gradient(self) -> bool:
-        return self.loss in ("dpo", "ipo") or self.negative_gradient != "none"
+        return self.loss in ("dpo", "ipo", "copg", "opa_dpo", "gepo") or self.negative_gradient != "none"
 
 
 def _schemes() -> dict[str, SamplingScheme]:
@@ -470,14 +481,35 @@ def _schemes() -> dict[str, SamplingScheme]:
 SAMPLING_SCHEMES: dict[str, SamplingScheme] = _schemes()
 
 
+def _method_schemes() -> dict[str, SamplingScheme]:
+    out = {}
+    for src, tag in (("reference", "offline"), ("policy", "on-policy")):
+        out[f"{tag}-copg"] = SamplingScheme(f"{tag}-copg", src, "copg")
+        out[f"{tag}-opa-dpo"] = SamplingScheme(f"{tag}-opa-dpo", src, "opa_dpo")
+        out[f"{tag}-gepo"] = SamplingScheme(f"{tag}-gepo", src, "gepo")
+    return out
+
+
+#: Sequence-level preference methods of the seeds beyond the paper's comparison, by name:
+#: {offline, on-policy} x {copg, opa-dpo, gepo}. Not in SAMPLING_SCHEMES, whose keys are the
+#: methods Tajwar et al. compare (proofs_checks.mode_seeking_checks iterates over them).
+METHOD_SCHEMES: dict[str, SamplingScheme] = _method_schemes()
+
+#: Every scheme :func:`scheme_loss` accepts by name.
+PREFERENCE_SCHEMES: dict[str, SamplingScheme] = {**SAMPLING_SCHEMES, **METHOD_SCHEMES}
+
+
 def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids, *, beta: float = 0.1,
                 label_smoothing: float = 0.0, target_margin: float | None = None, negative_coef: float = 0.1,
-                pairing: Literal["all", "best-worst"] = "all", min_reward_gap: float = 0.0):
+                pairing: Literal["all", "best-worst"] = "all", min_reward_gap: float = 0.0,
+                copg_scale: float = 1.0, opa_anchor: Literal["sigmoid", "squared"] | None = "sigmoid",
+                opa_anchor_value: float = 0.0, opa_anchor_coef: float = 1.0, gepo_consistency_coef: float = 0.1,
+                gepo_margin: float = 0.0, gepo_threshold: float | None = None):
     """Apply a scheme's loss to one batch of responses (drawn by the caller from ``scheme.source``).
 
     Parameters
     ----------
-    scheme : SamplingScheme or a key of ``SAMPLING_SCHEMES``
+    scheme : SamplingScheme or a key of ``PREFERENCE_SCHEMES`` (``SAMPLING_SCHEMES`` or ``METHOD_SCHEMES``)
     logp, ref_logp : Tensor, shape [batch]
         Sequence log-probabilities under the policy (with grad) and the reference.
     rewards : Tensor, shape [batch]
@@ -487,17 +519,36 @@ def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids
     negative_coef
         :math:`c` of :func:`best_of_n_loss` when the scheme has a negative gradient.
     pairing, min_reward_gap
-        Passed to :func:`preference_pairs`.
+        Passed to :func:`preference_pairs` (DPO, IPO and OPA-DPO pairs).
+    copg_scale
+        ``scale`` of :func:`estimators.contrastive_pg.copg_loss` (CoPG uses every
+        within-group pair, ties included, and ``beta``).
+    opa_anchor, opa_anchor_value, opa_anchor_coef
+        Anchor of :func:`estimators.group_preference.opa_dpo_sequence_loss`
+        (defaults: the authors' ``run/train_opa_dpo.sh``, mDPO anchor at 0 with
+        coefficient 1); OPA-DPO also uses ``beta`` and ``label_smoothing``.
+    gepo_consistency_coef, gepo_margin, gepo_threshold
+        :func:`estimators.group_preference.gepo_loss`'s :math:`\\lambda` and
+        :math:`\\gamma`; a response counts as "equivalent" when its reward is
+        above its group's mean, or at least ``gepo_threshold`` when given
+        (:func:`estimators.group_preference.split_by_reward`).
 
     Returns
     -------
-    PreferenceLoss or BestOfNLoss, or None when a pairwise scheme finds no
-    informative pair in the batch (every group tied): skip the update.
+    PreferenceLoss or BestOfNLoss (or CoPGLoss, OPADPOLoss, GEPOLoss for
+    ``METHOD_SCHEMES``), or None when a pairwise scheme finds no informative
+    pair in the batch (every group tied): skip the update.
     """
     if isinstance(scheme, str):
-        if scheme not in SAMPLING_SCHEMES:
-            raise ValueError(f"unknown scheme {scheme!r}; choose one of {sorted(SAMPLING_SCHEMES)}.")
-        scheme = SAMPLING_SCHEMES[scheme]
+        if scheme not in PREFERENCE_SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; choose one of {sorted(PREFERENCE_SCHEMES)}.")
+        scheme = PREFERENCE_SCHEMES[scheme]
+    if scheme.loss in ("copg", "opa_dpo", "gepo"):
+        return _method_scheme_loss(scheme, logp, ref_logp, rewards, group_ids, beta=beta, label_smoothing=label_smoothing,
+                                   pairing=pairing, min_reward_gap=min_reward_gap, copg_scale=copg_scale,
+                                   opa_anchor=opa_anchor, opa_anchor_value=opa_anchor_value, opa_anchor_coef=opa_anchor_coef,
+                                   gepo_consistency_coef=gepo_consistency_coef, gepo_margin=gepo_margin,
+                                   gepo_threshold=gepo_threshold)
     if scheme.loss == "best_of_n":
         coef = negative_coef if scheme.negative_gradient != "none" else 0.0
         return best_of_n_loss(logp, rewards, group_ids, negative_gradient=scheme.negative_gradient, negative_coef=coef)
@@ -512,3 +563,34 @@ def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids
     if scheme.loss == "dpo":
         return dpo_loss(*args, beta=beta, label_smoothing=label_smoothing)
     return ipo_loss(*args, beta=beta, target_margin=target_margin)
+
+
+def _method_scheme_loss(scheme: SamplingScheme, logp, ref_logp, rewards, group_ids, *, beta, label_smoothing, pairing,
+                        min_reward_gap, copg_scale, opa_anchor, opa_anchor_value, opa_anchor_coef, gepo_consistency_coef,
+                        gepo_margin, gepo_threshold):
+    """The losses of :data:`METHOD_SCHEMES` (imported here: those modules import nothing from this one, but keep it lazy)."""
+    if scheme.loss == "copg":
+        from .contrastive_pg import copg_loss
+
+        return copg_loss(logp, ref_logp, rewards, group_ids, beta=beta, scale=copg_scale)
+    if scheme.loss == "gepo":
+        from .group_preference import gepo_loss, split_by_reward
+
+        lp = as_tensor(logp, name="logp")
+        r = as_tensor(rewards, name="rewards")
+        if not r.is_floating_point():
+            r = r.to(torch.get_default_dtype())
+        eq = split_by_reward(r.to(lp.device), as_tensor(group_ids, name="group_ids").to(lp.device), threshold=gepo_threshold)
+        return gepo_loss(logp, ref_logp, eq, as_tensor(group_ids, name="group_ids").to(lp.device), beta=beta,
+                         consistency_coef=gepo_consistency_coef, margin=gepo_margin)
+    from .group_preference import opa_dpo_sequence_loss
+
+    pairs = preference_pairs(rewards, group_ids, pairing=pairing, min_reward_gap=min_reward_gap)
+    if pairs.chosen.numel() == 0:
+        return None
+    lp = as_tensor(logp, name="logp")
+    ref = as_tensor(ref_logp, name="ref_logp").to(lp.device)
+    check_same_shape(lp, ref, names=("logp", "ref_logp"))
+    c, rj = pairs.chosen.to(lp.device), pairs.rejected.to(lp.device)
+    return opa_dpo_sequence_loss(lp[c], lp[rj], ref[c], ref[rj], beta=beta, label_smoothing=label_smoothing,
+                                 anchor=opa_anchor, anchor_value=opa_anchor_value, anchor_coef=opa_anchor_coef)

@@ -15,7 +15,11 @@ One training step composes, in order:
    :func:`estimators.preference_losses.sequence_logprobs`;
 5. the loss is :func:`estimators.preference_losses.scheme_loss`, unchanged:
    DPO / conservative DPO / IPO on within-prompt pairs, or best-of-N with or
-   without a negative gradient;
+   without a negative gradient; or one of ``METHOD_SCHEMES``: CoPG (all
+   within-prompt pairs), OPA-DPO (DPO pairs plus the anchor; "offline"
+   samples come from the reference, which is what OPA-DPO means by data
+   on-policy w.r.t. the reference) or GEPO (responses above their prompt's
+   mean reward count as "equivalent");
 6. one AdamW step (gradient clipping at ``max_grad_norm``).
 
 The policy's reward is logged every step: for on-policy schemes it is the
@@ -41,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from estimators.preference_losses import SAMPLING_SCHEMES, PreferenceLoss, scheme_loss, sequence_logprobs
+from estimators.preference_losses import PREFERENCE_SCHEMES, scheme_loss, sequence_logprobs
 
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
@@ -62,13 +66,20 @@ class PreferenceConfig:
     target_words: int = 3
     reward_scale: float = 4.0
     # scheme and loss
-    scheme: str = "on-policy-dpo"  # a key of estimators.preference_losses.SAMPLING_SCHEMES
+    scheme: str = "on-policy-dpo"  # a key of estimators.preference_losses.PREFERENCE_SCHEMES
     beta: float = 0.1
     label_smoothing: float = 0.0  # > 0: conservative DPO
     ipo_target_margin: float | None = None  # None: 1/(2 beta) (IPO paper, TRL, OpenRLHF)
     negative_coef: float = 0.1
     pairing: str = "all"
     average_logprobs: bool = False  # True: token-mean sequence log-probs (TRL's IPO convention)
+    copg_scale: float = 1.0  # CoPG: constant in front of the squared difference
+    opa_anchor: str = "sigmoid"  # OPA-DPO anchor: "sigmoid" (mDPO), "squared" or "none"
+    opa_anchor_value: float = 0.0
+    opa_anchor_coef: float = 1.0
+    gepo_consistency_coef: float = 0.1  # GEPO: weight of the within-equivalent-group variance
+    gepo_margin: float = 0.0
+    gepo_threshold: float | None = None  # None: "equivalent" = reward above the prompt's mean
     # sampling
     prompts_per_step: int = 4
     samples_per_prompt: int = 4
@@ -94,8 +105,8 @@ class PreferenceConfig:
 
     def validate(self) -> None:
         errs = []
-        if self.scheme not in SAMPLING_SCHEMES:
-            errs.append(f"scheme must be one of {sorted(SAMPLING_SCHEMES)}, got {self.scheme!r}")
+        if self.scheme not in PREFERENCE_SCHEMES:
+            errs.append(f"scheme must be one of {sorted(PREFERENCE_SCHEMES)}, got {self.scheme!r}")
         if self.samples_per_prompt < 2:
             errs.append("samples_per_prompt must be >= 2: pairs and best-versus-rest need two responses per prompt")
         if self.prompts_per_step < 1 or self.steps < 1 or self.max_new_tokens < 1:
@@ -106,7 +117,11 @@ class PreferenceConfig:
             errs.append("label_smoothing must lie in [0, 0.5)")
         if self.pairing not in ("all", "best-worst"):
             errs.append("pairing must be 'all' or 'best-worst'")
-        if self.eval_samples_per_prompt < 1 and SAMPLING_SCHEMES.get(self.scheme) is not None and not SAMPLING_SCHEMES[self.scheme].on_policy:
+        if self.opa_anchor not in ("sigmoid", "squared", "none"):
+            errs.append("opa_anchor must be 'sigmoid', 'squared' or 'none'")
+        if self.copg_scale <= 0 or self.opa_anchor_coef < 0 or self.gepo_consistency_coef < 0:
+            errs.append("copg_scale must be > 0; opa_anchor_coef and gepo_consistency_coef must be >= 0")
+        if self.eval_samples_per_prompt < 1 and PREFERENCE_SCHEMES.get(self.scheme) is not None and not PREFERENCE_SCHEMES[self.scheme].on_policy:
             errs.append("offline schemes need eval_samples_per_prompt >= 1 to measure the policy's reward")
         if errs:
             raise ValueError("invalid preference configuration:\n  - " + "\n  - ".join(errs))
@@ -139,7 +154,7 @@ class PreferenceTrainer:
         self.cfg = config
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
-        self.scheme = SAMPLING_SCHEMES[config.scheme]
+        self.scheme = PREFERENCE_SCHEMES[config.scheme]
         self.out = Path(config.out)
         self.task = LengthTargetTask(target_words=config.target_words, scale=config.reward_scale)
         dev = config.device
@@ -204,7 +219,7 @@ class PreferenceTrainer:
             ref_logp = sequence_logprobs(ref_tok, mask, average=cfg.average_logprobs)
         res = scheme_loss(self.scheme, logp, ref_logp, rewards.to(self.device), group_ids, beta=cfg.beta,
                           label_smoothing=cfg.label_smoothing, target_margin=cfg.ipo_target_margin,
-                          negative_coef=cfg.negative_coef, pairing=cfg.pairing)
+                          negative_coef=cfg.negative_coef, pairing=cfg.pairing, **self.method_loss_kwargs())
         self.optimizer.zero_grad(set_to_none=True)
         grad_norm = 0.0
         if res is not None:
@@ -213,7 +228,7 @@ class PreferenceTrainer:
             self.optimizer.step()
         t2 = time.perf_counter()
         self.step = step
-        pref = isinstance(res, PreferenceLoss)
+        pref = res is not None and hasattr(res, "margin")  # pairwise / group results (not best-of-N)
         metrics = {
             "policy_reward": float(np.mean([self.task.reward(t) for t in eval_texts])),
             "sample_reward": float(rewards.mean()),
@@ -232,6 +247,14 @@ class PreferenceTrainer:
         loss_inputs = dict(logp=logp.detach(), ref_logp=ref_logp, rewards=rewards, group_ids=group_ids,
                            loss=None if res is None else res.loss.detach())
         return StepResult(step, metrics, loss_inputs)
+
+    def method_loss_kwargs(self) -> dict:
+        """The ``scheme_loss`` options of ``METHOD_SCHEMES`` (CoPG, OPA-DPO, GEPO); ignored by the other schemes."""
+        cfg = self.cfg
+        return dict(copg_scale=cfg.copg_scale, opa_anchor=None if cfg.opa_anchor == "none" else cfg.opa_anchor,
+                    opa_anchor_value=cfg.opa_anchor_value, opa_anchor_coef=cfg.opa_anchor_coef,
+                    gepo_consistency_coef=cfg.gepo_consistency_coef, gepo_margin=cfg.gepo_margin,
+                    gepo_threshold=cfg.gepo_threshold)
 
     def save(self) -> None:
         state = {"step": self.step, "model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -316,10 +339,10 @@ def config_from_preset(preset: str | None, **overrides) -> PreferenceConfig:
 
 def add_cli(sub) -> argparse.ArgumentParser:
     """Add ``polab train preference`` to the CLI's ``train`` sub-commands."""
-    p = sub.add_parser("preference", help="preference fine-tuning (DPO/IPO/cDPO/best-of-N) with offline or on-policy samples",
+    p = sub.add_parser("preference", help="preference fine-tuning (DPO/IPO/cDPO/best-of-N/CoPG/OPA-DPO/GEPO) with offline or on-policy samples",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo", help="named configuration; other options override it")
-    p.add_argument("--scheme", choices=sorted(SAMPLING_SCHEMES), help="sample source x loss")
+    p.add_argument("--scheme", choices=sorted(PREFERENCE_SCHEMES), help="sample source x loss")
     p.add_argument("--model", help="smollm2-135m-instruct (embedded), tiny-llama, a local HF folder or a hub id")
     p.add_argument("--target-words", type=int, help="reward peak: words per response")
     p.add_argument("--reward-scale", type=float, help="reward decay length in words")
@@ -329,6 +352,13 @@ def add_cli(sub) -> argparse.ArgumentParser:
     p.add_argument("--negative-coef", type=float, help="coefficient of the best-of-N negative gradient")
     p.add_argument("--pairing", choices=["all", "best-worst"])
     p.add_argument("--average-logprobs", action="store_true", default=None, help="token-mean sequence log-probs (TRL's IPO)")
+    p.add_argument("--copg-scale", type=float, help="CoPG: constant in front of the squared difference")
+    p.add_argument("--opa-anchor", choices=["sigmoid", "squared", "none"], help="OPA-DPO anchor on the chosen implicit reward")
+    p.add_argument("--opa-anchor-value", type=float)
+    p.add_argument("--opa-anchor-coef", type=float)
+    p.add_argument("--gepo-consistency-coef", type=float, help="GEPO: weight of the within-equivalent-group variance")
+    p.add_argument("--gepo-margin", type=float)
+    p.add_argument("--gepo-threshold", type=float, help="GEPO: reward at which a response counts as equivalent (default: above the prompt's mean)")
     p.add_argument("--prompts-per-step", type=int)
     p.add_argument("--samples-per-prompt", type=int)
     p.add_argument("--eval-samples-per-prompt", type=int)
