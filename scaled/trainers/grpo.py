@@ -17,12 +17,46 @@ One training step composes, in order:
 7. per-response advantages and their sources are gathered from all ranks and
    fed to ``scheduler.update`` so that every rank holds the same state.
 
+Methods beyond GRPO, selected by name (the defaults ``advantage="grpo"``,
+``sample_filter="none"`` run exactly the steps above):
+
+- ``advantage="spo_chain"`` (SPO-chain, :mod:`estimators.spo`): step 5 splits
+  each response at low-probability cutpoints, estimates the value of every
+  segment start by ``spo_mc_samples`` continuations sampled from it (the
+  prompt's value is its group's mean reward), gives each segment its value
+  gain, and step 6 applies the loss to cutpoint tokens only (probability mask);
+- ``advantage="ppo_gae"`` (PPO with GAE, the recipe of "Unpacking DPO and
+  PPO"; :mod:`estimators.gae`): a critic (:class:`ValueModel`) gives token
+  values, the score sits on the last response token (minus the per-token KL
+  penalty when ``kl_coef > 0``), GAE advantages are whitened as verl does,
+  and the critic takes one clipped value-loss step per batch; with
+  ``gae_truncation="bootstrap"`` responses cut at ``max_new_tokens`` are
+  bootstrapped with the critic's value there (T-PPO's extended GAE);
+- ``sample_filter="pf_ppo_best_worst"`` / ``"pf_ppo_best_random"`` (PF-PPO,
+  :func:`estimators.sample_filters.policy_filtration`): only each prompt's
+  best and worst (or best and one random) response enter the advantage and
+  the loss;
+- ``sample_filter="ssb"`` (Skywork R1V2's Selective Sample Buffer): groups
+  whose advantages all vanish are replaced by buffered groups drawn with
+  probability proportional to their mean |advantage|, and this step's
+  informative groups are buffered;
+- ``sample_filter="arpo"`` (ARPO): an all-failed group gets one buffered
+  success of the same prompt in place of one of its responses, then this
+  step's successes are buffered.
+
+Replayed samples are trained on as the current policy's (the loss's old
+log-probabilities are recomputed, as verl recomputes them), and replay
+buffers are per rank and saved in checkpoints. GiGPO and POAD/BAD need
+multi-step environments and have core estimators only
+(:mod:`estimators.gigpo`, :mod:`estimators.action_decomposition`).
+
 The core functions are called unchanged. Under ``torchrun`` the model is
 wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU).
 
 Randomness: each step's random streams (curriculum draw, puzzle draw, and
 the token sampler's generator; torch's global RNG when ``rollout_engine="hf"``,
-since ``generate`` reads only that) are seeded from ``(seed, step, rank)`` at
+since ``generate`` reads only that; also before SPO-chain's continuations,
+which use ``generate``) are seeded from ``(seed, step, rank)`` at
 the start of the step. Hence a step's randomness does not depend
 on what ran before it, and a run resumed from a checkpoint continues exactly
 as the uninterrupted run would have.
@@ -42,14 +76,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from estimators.advantages import broadcast_to_tokens, group_advantages, rloo_advantages
+from estimators.advantages import broadcast_to_tokens, group_advantages, rloo_advantages, sequence_advantages
 from estimators.curriculum import make_scheduler
+from estimators.gae import clipped_value_loss, extended_gae, kl_shaped_rewards, token_gae
 from estimators.policy_loss import AGGREGATIONS, aggregation_weight, ppo_clip_loss
+from estimators.sample_filters import ARPOReplayBuffer, SelectiveSampleBuffer, policy_filtration
+from estimators.spo import chain_segment_advantages, cutpoint_mask, cutpoint_segments, segment_starts
 
 from .. import distributed as D
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
-from ..rollout import PrefixSharedLogprobs, generate_rollouts, sample_rollouts, token_logprobs
+from ..rollout import PrefixSharedLogprobs, RolloutBatch, generate_rollouts, sample_rollouts, token_logprobs
 from ..run_folder import RunLogger
 from ..tasks.arithmetic import ArithmeticTask
 from ..tasks.knights_knaves import KnightsKnavesTask
@@ -59,7 +96,16 @@ TASKS = {"kk": KnightsKnavesTask, "arithmetic": ArithmeticTask}
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "PRESETS", "step_seed"]
 
-ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "grpo_batch_std")
+#: ``--advantage``: group-relative estimators of :mod:`estimators.advantages`, and SPO-chain
+#: (:mod:`estimators.spo`: cutpoint segments, Monte Carlo values at segment starts, probability-mask loss).
+#: ``ppo_gae``: PPO with a critic and token-level GAE (the recipe of "Unpacking DPO and PPO";
+#: :mod:`estimators.gae`), truncated responses bootstrapped with T-PPO's extended GAE when
+#: ``gae_truncation="bootstrap"``.
+ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "grpo_batch_std", "spo_chain", "ppo_gae")
+#: ``--sample-filter``: which samples the update sees (:mod:`estimators.sample_filters`).
+#: PF-PPO's best-worst / best-random filtration per prompt, Skywork R1V2's Selective Sample
+#: Buffer (zero-variance groups swapped for buffered groups), ARPO's per-task replay of successes.
+SAMPLE_FILTERS = ("none", "pf_ppo_best_worst", "pf_ppo_best_random", "ssb", "arpo")
 
 
 @dataclass
@@ -95,6 +141,23 @@ class GRPOConfig:
     dual_clip: float | None = None
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
+    # SPO-chain (advantage="spo_chain")
+    spo_threshold: float = 0.9  # cutpoint: sampling probability below this
+    spo_cutpoints_per_segment: int = 2  # the paper's "interval"
+    spo_mc_samples: int = 2  # continuations per segment start for its Monte Carlo value
+    spo_probability_mask: bool = True  # policy loss on cutpoint tokens only
+    # PPO with GAE (advantage="ppo_gae"); gamma 1 and lambda 0.95 as TRL's PPOConfig (estimators.gae.PPO_RECIPE_DEFAULTS)
+    gae_gamma: float = 1.0
+    gae_lambda: float = 0.95
+    gae_truncation: str = "terminal"  # "terminal" (PPO) or "bootstrap" (T-PPO's EGAE at the cut)
+    gae_kl_in_reward: bool = True  # kl_coef enters the token rewards (the RLHF PPO recipe), not the loss
+    value_lr: float = 1e-5
+    value_clip: float = 0.2
+    # sample filters
+    sample_filter: str = "none"
+    ssb_capacity: int = 64  # groups held by the Selective Sample Buffer
+    arpo_capacity: int = 8  # successful trajectories kept per task
+    arpo_success_threshold: float = 0.1
     # optimisation
     steps: int = 10
     lr: float = 5e-6
@@ -118,6 +181,20 @@ class GRPOConfig:
             errs.append(f"curriculum must be 'dump' or 'uniform', got {self.curriculum!r}")
         if self.advantage not in ADVANTAGE_ESTIMATORS:
             errs.append(f"advantage must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage!r}")
+        if self.sample_filter not in SAMPLE_FILTERS:
+            errs.append(f"sample_filter must be one of {SAMPLE_FILTERS}, got {self.sample_filter!r}")
+        if self.advantage == "spo_chain":
+            if not 0 < self.spo_threshold <= 1:
+                errs.append("spo_threshold must lie in (0, 1]")
+            if self.spo_cutpoints_per_segment < 1 or self.spo_mc_samples < 1:
+                errs.append("spo_cutpoints_per_segment and spo_mc_samples must be >= 1")
+        if self.advantage == "ppo_gae":
+            if not (0 <= self.gae_gamma <= 1 and 0 <= self.gae_lambda <= 1):
+                errs.append("gae_gamma and gae_lambda must lie in [0, 1]")
+            if self.gae_truncation not in ("terminal", "bootstrap"):
+                errs.append(f"gae_truncation must be 'terminal' or 'bootstrap', got {self.gae_truncation!r}")
+        if self.ssb_capacity < 1 or self.arpo_capacity < 1:
+            errs.append("ssb_capacity and arpo_capacity must be >= 1")
         if self.aggregation not in AGGREGATIONS:
             errs.append(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.samples_per_prompt < 2:
@@ -173,6 +250,37 @@ class _FullLogprobs(torch.nn.Module):
         return token_logprobs(self.lm, input_ids, attention_mask, prompt_length, temperature=temperature)
 
 
+class ValueModel(torch.nn.Module):
+    """Critic for ``advantage="ppo_gae"``: a copy of the policy's network with a scalar head on its last hidden state.
+
+    ``forward(input_ids, attention_mask, prompt_length)`` returns [batch, T + 1]:
+    column ``t < T`` is the value of the state before response token ``t``
+    (read at the position of the token before it), column ``T`` the value
+    after the last position (the bootstrap of truncated responses is picked
+    per row by the trainer). Initialised from the policy (Ivison et al. 2024
+    initialise it from the reward model, which verifiable tasks do not have);
+    the head starts at zero.
+    """
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = copy.deepcopy(lm)
+        self.lm.train()
+        hidden = self.lm.config.hidden_size
+        self.head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask, prompt_length: int):
+        from ..rollout import position_ids_from_mask
+
+        # the decoder stack alone (its last hidden state, after the final norm): no vocabulary projection needed
+        body = self.lm.get_decoder()
+        out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        h = out.last_hidden_state[:, prompt_length - 1:, :].float()
+        return self.head(h).squeeze(-1)
+
+
 @dataclass
 class StepResult:
     step: int
@@ -222,6 +330,23 @@ class GRPOTrainer:
         else:
             self.model = self.logprob_module
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.critic = self.critic_model = self.critic_optimizer = None
+        if config.advantage == "ppo_gae":
+            self.critic = ValueModel(self.policy).to(self.dist.device)
+            self.critic_model = self.critic
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                # the copied output projection takes no part in the value (unless tied to the embedding)
+                self.critic_model = DDP(self.critic, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None,
+                                        find_unused_parameters=True)
+            self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=config.value_lr, weight_decay=config.weight_decay)
+        # per-rank replay state of the sample filters that keep one (each rank replays its own groups)
+        self.filter_buffer = None
+        if config.sample_filter == "ssb":
+            self.filter_buffer = SelectiveSampleBuffer(capacity=config.ssb_capacity)
+        elif config.sample_filter == "arpo":
+            self.filter_buffer = ARPOReplayBuffer(capacity_per_task=config.arpo_capacity, success_threshold=config.arpo_success_threshold)
         self.step = 0
         resume_step = None
         if config.resume:
@@ -249,6 +374,12 @@ class GRPOTrainer:
                  "time_rollout_s", "time_train_s", "time_step_s"]
         for s in self.sources:
             names += [f"prob:{s}", f"learnability:{s}", f"answer_score:{s}", f"count:{s}"]
+        if self.cfg.advantage == "spo_chain":
+            names += ["spo_segments", "spo_cutpoint_fraction"]
+        if self.cfg.advantage == "ppo_gae":
+            names += ["value_loss", "value_clip_fraction", "value_mean"]
+        if self.cfg.sample_filter != "none":
+            names += ["filtered_rows", "replaced_rows", "buffer_size"]
         return names
 
     def _state(self) -> dict:
@@ -259,6 +390,7 @@ class GRPOTrainer:
             "scheduler": self.scheduler.state_dict(),
             "config": dataclasses.asdict(self.cfg),
             "world_size": self.dist.world_size,
+            **({"critic": self.critic.state_dict(), "critic_optimizer": self.critic_optimizer.state_dict()} if self.critic is not None else {}),
         }
 
     def _load(self, state: dict) -> None:
@@ -270,6 +402,11 @@ class GRPOTrainer:
         self.policy.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if self.filter_buffer is not None and "sample_filter" in state:
+            self.filter_buffer.load_state_dict(state["sample_filter"][self.dist.rank])
         self.step = int(state["step"])
 
     # ------------------------------------------------------------------
@@ -314,13 +451,35 @@ class GRPOTrainer:
         rewards_obj = [self.task.reward(text, puzzles[i // G]) for i, text in enumerate(batch.texts)]
         rewards = torch.tensor([r.total for r in rewards_obj], dtype=torch.float32)
         group_ids = torch.arange(len(puzzles)).repeat_interleave(G)
+        extra = {}
+        fresh_mask, fresh_truncated = batch.response_mask.to(torch.float32), batch.truncated
+        if cfg.sample_filter == "arpo":
+            batch, rewards, extra = self._arpo_inject(step, batch, rewards, group_ids, prompts)
         adv = self._advantages(rewards, group_ids)
         resp_mask = batch.response_mask.to(torch.float32)
-        token_adv = broadcast_to_tokens(adv.advantages.to(info.device), resp_mask)
+        loss_mask = resp_mask
+        curriculum_adv = adv.advantages
+        if cfg.sample_filter in ("pf_ppo_best_worst", "pf_ppo_best_random"):
+            curriculum_adv, loss_mask, extra = self._pf_ppo_filter(step, rewards, group_ids, resp_mask)
+        gae = None
+        if cfg.advantage == "ppo_gae":
+            gae = self._ppo_gae(batch, rewards, resp_mask)
+            token_adv = gae["advantages"] * loss_mask
+            curriculum_adv = sequence_advantages(token_adv, resp_mask).to(rewards.dtype).cpu()
+        elif cfg.advantage == "spo_chain":
+            token_adv, cut_mask, spo_extra = self._spo_chain(step, batch, rewards, group_ids, puzzles, resp_mask)
+            extra.update(spo_extra)
+            curriculum_adv = sequence_advantages(token_adv, resp_mask).to(rewards.dtype).cpu()
+            loss_mask = loss_mask * cut_mask
+        else:
+            token_adv = broadcast_to_tokens(curriculum_adv.to(info.device), resp_mask)
+        if cfg.sample_filter == "ssb":
+            batch, token_adv, loss_mask, extra = self._ssb_replace(step, batch, token_adv, loss_mask)
+            resp_mask = batch.response_mask.to(torch.float32)
 
         # global normalisers so that micro-batches and ranks reproduce the full-batch aggregate
         n_local = resp_mask.shape[0]
-        tot_tokens, tot_seqs = D.all_reduce_sum([float(resp_mask.sum()), float((resp_mask.sum(1) > 0).sum())], info)
+        tot_tokens, tot_seqs = D.all_reduce_sum([float(loss_mask.sum()), float((loss_mask.sum(1) > 0).sum())], info)
         batch_total = n_local * info.world_size
         mb = cfg.micro_batch_size or n_local
         old_logp = None  # one optimisation pass per batch: the sampling policy is the current one
@@ -330,7 +489,7 @@ class GRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         for lo in range(0, n_local, mb):
             sl = slice(lo, lo + mb)
-            ids, att, m = batch.input_ids[sl], batch.attention_mask[sl], resp_mask[sl]
+            ids, att, m = batch.input_ids[sl], batch.attention_mask[sl], loss_mask[sl]
             logp = self.model(ids, att, batch.prompt_length, G, cfg.temperature)
             ref_logp = None
             if self.ref is not None:
@@ -339,7 +498,7 @@ class GRPOTrainer:
             old = logp.detach() if old_logp is None else old_logp[sl]
             res = ppo_clip_loss(logp, old, token_adv[sl], m, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
                                 dual_clip=cfg.dual_clip, aggregation=cfg.aggregation, max_length=cfg.max_new_tokens,
-                                ref_logp=ref_logp, kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator)
+                                ref_logp=ref_logp, kl_coef=self._loss_kl_coef(), kl_estimator=cfg.kl_estimator)
             w = aggregation_weight(m, tot_tokens, tot_seqs, cfg.aggregation, batch_total=batch_total)
             # DDP averages gradients over ranks; multiplying by world_size makes that average a sum of shares.
             (res.loss * (w * info.world_size)).backward()
@@ -352,14 +511,18 @@ class GRPOTrainer:
                                    ref_logp=None if ref_logp is None else ref_logp.detach(), loss=res.loss.detach())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
         self.optimizer.step()
+        if gae is not None and loss_inputs:
+            loss_inputs.update(token_rewards=gae["token_rewards"], values=gae["values"], returns=gae["returns"], truncated=batch.truncated)
+        if gae is not None:
+            extra.update(self._critic_update(batch, gae, resp_mask, tot_tokens, tot_seqs, batch_total, mb, n_local))
         t2 = time.perf_counter()
 
         # curriculum statistics from every rank, so all ranks hold the same scheduler state
-        seq_adv = adv.advantages.tolist()
+        seq_adv = curriculum_adv.tolist()
         src_resp = [s for s in src_local for _ in range(G)]
         local = dict(src=src_resp, adv=seq_adv, total=[r.total for r in rewards_obj], answer=[r.answer_score for r in rewards_obj],
                      fmt=[r.format_score > 0 for r in rewards_obj], correct=[r.correct for r in rewards_obj],
-                     length=resp_mask.sum(1).tolist(), trunc=batch.truncated.tolist(), zv=adv.num_zero_variance_groups,
+                     length=fresh_mask.sum(1).tolist(), trunc=fresh_truncated.tolist(), zv=adv.num_zero_variance_groups,
                      loss=[loss_val, policy_val, kl_val, clip_num])
         parts = D.all_gather_objects(local, info)
         g = {k: [x for p in parts for x in (p[k] if isinstance(p[k], list) else [p[k]])] for k in local if k != "loss"}
@@ -393,12 +556,248 @@ class GRPOTrainer:
             metrics[f"count:{s}"] = float(snap.counts[j])
             sel = src_arr == j
             metrics[f"answer_score:{s}"] = float(ans[sel].mean()) if sel.any() else math.nan
+        if extra:
+            keys = ("filtered_rows", "replaced_rows", "buffer_size", "spo_segments", "spo_cutpoint_fraction", "value_loss", "value_clip_fraction", "value_mean")
+            sums = D.all_reduce_sum([float(extra.get(k, 0.0)) for k in keys], info)
+            for k, v in zip(("filtered_rows", "replaced_rows", "buffer_size"), sums[:3]):
+                if cfg.sample_filter != "none":
+                    metrics[k] = v
+            if cfg.advantage == "spo_chain":
+                metrics["spo_segments"] = sums[3] / info.world_size
+                metrics["spo_cutpoint_fraction"] = sums[4] / info.world_size
+            if cfg.advantage == "ppo_gae":
+                metrics["value_loss"] = sums[5]  # already weighted by each rank's share
+                metrics["value_clip_fraction"] = sums[6] / info.world_size
+                metrics["value_mean"] = sums[7] / info.world_size
         return StepResult(step=step, metrics=metrics, loss_inputs=loss_inputs)
+
+    # -- methods beyond GRPO (selected by ``advantage`` and ``sample_filter``) --------------
+    def _loss_kl_coef(self) -> float:
+        cfg = self.cfg
+        return 0.0 if (cfg.advantage == "ppo_gae" and cfg.gae_kl_in_reward) else cfg.kl_coef
+
+    @torch.no_grad()
+    def _ppo_gae(self, batch, rewards, resp_mask) -> dict:
+        """Token rewards (score on the last token, minus the KL penalty if asked), critic values, GAE (verl whitening)."""
+        cfg, G = self.cfg, self.cfg.samples_per_prompt
+        dev = self.dist.device
+        v_all = self.critic(batch.input_ids, batch.attention_mask, batch.prompt_length)
+        T = resp_mask.shape[1]
+        values = v_all[:, :T]
+        scores = rewards.to(dev, torch.float32)
+        if self.ref is not None and cfg.gae_kl_in_reward and cfg.kl_coef > 0:
+            logp = self.logprob_module(batch.input_ids, batch.attention_mask, batch.prompt_length, G, cfg.temperature)
+            ref = token_logprobs(self.ref, batch.input_ids, batch.attention_mask, batch.prompt_length, temperature=cfg.temperature)
+            tok_r = kl_shaped_rewards(scores, logp, ref, resp_mask, kl_coef=cfg.kl_coef)
+        else:
+            tok_r = kl_shaped_rewards(scores, values, values, resp_mask, kl_coef=0.0)
+        if cfg.gae_truncation == "bootstrap":
+            # value after the last generated token of each row: column (length) of v_all
+            lengths = resp_mask.sum(1).long()
+            boot = v_all[torch.arange(v_all.shape[0], device=dev), lengths]
+            res = extended_gae(tok_r, values, resp_mask, batch.truncated.to(dev), boot, gamma=cfg.gae_gamma, lambda_=cfg.gae_lambda, whiten="verl")
+        else:
+            res = token_gae(tok_r, values, resp_mask, gamma=cfg.gae_gamma, lambda_=cfg.gae_lambda, whiten="verl")
+        return {"advantages": res.advantages, "returns": res.returns, "values": values, "token_rewards": tok_r}
+
+    def _critic_update(self, batch, gae, resp_mask, tot_tokens, tot_seqs, batch_total, mb, n_local) -> dict:
+        """One clipped value-loss pass (estimators.gae.clipped_value_loss), micro-batched like the policy loss."""
+        cfg, info = self.cfg, self.dist
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss_val = frac_num = 0.0
+        T = resp_mask.shape[1]
+        for lo in range(0, n_local, mb):
+            sl = slice(lo, lo + mb)
+            m = resp_mask[sl]
+            vp = self.critic_model(batch.input_ids[sl], batch.attention_mask[sl], batch.prompt_length)[:, :T]
+            res = clipped_value_loss(vp, gae["values"][sl], gae["returns"][sl], m, clip_range=cfg.value_clip,
+                                     aggregation=cfg.aggregation, max_length=cfg.max_new_tokens)
+            w = aggregation_weight(m, tot_tokens, tot_seqs, cfg.aggregation, batch_total=batch_total)
+            (res.loss * (w * info.world_size)).backward()
+            loss_val += float(res.loss.detach()) * w
+            frac_num += res.clip_fraction * float(m.sum())
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+        self.critic_optimizer.step()
+        vm = float((gae["values"] * resp_mask).sum() / resp_mask.sum().clamp_min(1.0))
+        return {"value_loss": loss_val, "value_clip_fraction": frac_num / max(float(resp_mask.sum()), 1.0), "value_mean": vm}
+
+    def _pf_ppo_filter(self, step, rewards, group_ids, resp_mask):
+        """PF-PPO: keep each prompt's best and worst (or best and a random) response; advantages among the kept."""
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.dist.rank, "pf_ppo"))
+        strategy = "best-worst" if cfg.sample_filter == "pf_ppo_best_worst" else "best-random"
+        keep = policy_filtration(rewards, group_ids, strategy=strategy, generator=gen).keep
+        kept = self._advantages(rewards[keep], group_ids[keep])
+        seq = torch.zeros_like(rewards)
+        seq[keep] = kept.advantages.to(seq.dtype)
+        loss_mask = resp_mask * keep.to(resp_mask.device, resp_mask.dtype)[:, None]
+        return seq, loss_mask, {"filtered_rows": float((~keep).sum())}
+
+    def _row_payloads(self, batch: RolloutBatch) -> list[dict]:
+        """Each row's prompt ids (unpadded), response ids (up to its mask), text and truncation flag, on the CPU."""
+        P = batch.prompt_length
+        out = []
+        for i in range(batch.input_ids.shape[0]):
+            pm = batch.attention_mask[i, :P].bool()
+            rm = batch.response_mask[i].bool()
+            out.append(dict(prompt=batch.input_ids[i, :P][pm].cpu(), response=batch.input_ids[i, P:][rm].cpu(),
+                            text=batch.texts[i], truncated=bool(batch.truncated[i])))
+        return out
+
+    def _assemble(self, rows: list[dict]) -> RolloutBatch:
+        """A rollout batch from row payloads: prompts left-padded, responses right-padded (the sampler's layout)."""
+        pad = self.tokenizer.pad_token_id
+        P = max(len(r["prompt"]) for r in rows)
+        T = max(1, max(len(r["response"]) for r in rows))
+        n = len(rows)
+        ids = torch.full((n, P + T), pad, dtype=torch.long)
+        att = torch.zeros((n, P + T), dtype=torch.long)
+        for i, r in enumerate(rows):
+            p, y = r["prompt"], r["response"]
+            ids[i, P - len(p):P] = p
+            att[i, P - len(p):P] = 1
+            ids[i, P:P + len(y)] = y
+            att[i, P:P + len(y)] = 1
+        dev = self.dist.device
+        return RolloutBatch(input_ids=ids.to(dev), attention_mask=att.to(dev), response_mask=att[:, P:].to(dev), prompt_length=P,
+                            texts=[r["text"] for r in rows], truncated=torch.tensor([r["truncated"] for r in rows]))
+
+    def _arpo_inject(self, step, batch, rewards, group_ids, prompts):
+        """ARPO: into each all-failed group put one buffered success of the same task; then buffer this step's successes."""
+        cfg, G = self.cfg, self.cfg.samples_per_prompt
+        keys = [prompts[i // G] for i in range(rewards.shape[0])]
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.dist.rank, "arpo"))
+        plan = self.filter_buffer.plan_injections(rewards, group_ids, keys, generator=gen)
+        rows = self._row_payloads(batch)
+        self.filter_buffer.update(keys, rewards, rows)
+        if plan:
+            rewards = rewards.clone()
+            for inj in plan:
+                rows[inj.row] = inj.payload
+                rewards[inj.row] = inj.reward
+            batch = self._assemble(rows)
+        return batch, rewards, {"replaced_rows": float(len(plan)), "buffer_size": float(len(self.filter_buffer))}
+
+    def _ssb_replace(self, step, batch, token_adv, loss_mask):
+        """Selective Sample Buffer: swap groups whose advantages all vanish for buffered groups (drawn by mean |A|)."""
+        cfg, G = self.cfg, self.cfg.samples_per_prompt
+        n = token_adv.shape[0]
+        rows = self._row_payloads(batch)
+        for i, r in enumerate(rows):
+            L = len(r["response"])
+            r["token_adv"] = token_adv[i, :L].detach().cpu()
+            r["loss_mask"] = loss_mask[i, :L].detach().cpu()
+        groups = [rows[g * G:(g + 1) * G] for g in range(n // G)]
+        weight = [float(sum((r["token_adv"].abs() * r["loss_mask"]).sum() for r in grp)) for grp in groups]
+        ntok = [float(sum(r["loss_mask"].sum() for r in grp)) for grp in groups]
+        vanishing = [g for g in range(len(groups)) if weight[g] == 0.0]
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.dist.rank, "ssb"))
+        drawn = self.filter_buffer.sample(len(vanishing), generator=gen)
+        informative = [g for g in range(len(groups)) if weight[g] > 0.0]
+        self.filter_buffer.add([groups[g] for g in informative], [weight[g] / max(ntok[g], 1.0) for g in informative])
+        extra = {"replaced_rows": float(len(drawn) * G), "buffer_size": float(len(self.filter_buffer))}
+        if not drawn:
+            return batch, token_adv, loss_mask, extra
+        for g, grp in zip(vanishing, drawn):
+            groups[g] = grp
+        rows = [r for grp in groups for r in grp]
+        batch = self._assemble(rows)
+        T = batch.response_mask.shape[1]
+        adv = torch.zeros((n, T), dtype=token_adv.dtype)
+        lm = torch.zeros((n, T), dtype=loss_mask.dtype)
+        for i, r in enumerate(rows):
+            L = len(r["response"])
+            adv[i, :L] = r["token_adv"]
+            lm[i, :L] = r["loss_mask"]
+        return batch, adv.to(self.dist.device), lm.to(self.dist.device), extra
+
+    def _spo_chain(self, step, batch, rewards, group_ids, puzzles, resp_mask):
+        """SPO-chain: cutpoint segments, Monte Carlo values at segment starts, segment advantages, cutpoint loss mask."""
+        cfg, G = self.cfg, self.cfg.samples_per_prompt
+        with torch.no_grad():  # probabilities under the sampling policy (the current one, before the update)
+            lp = self.logprob_module(batch.input_ids, batch.attention_mask, batch.prompt_length, G, cfg.temperature)
+        lp = lp.detach().double().cpu()
+        m = resp_mask.detach().double().cpu()
+        seg = cutpoint_segments(lp, m, threshold=cfg.spo_threshold, cutpoints_per_segment=cfg.spo_cutpoints_per_segment)
+        starts = segment_starts(seg)
+        n = rewards.shape[0]
+        K = max(1, max(len(s) for s in starts))
+        values = torch.full((n, K), float("nan"), dtype=torch.float64)
+        r64 = rewards.double()
+        for g in torch.unique(group_ids).tolist():  # V(s_0): the Monte Carlo value of the prompt = its group's mean reward
+            sel = group_ids == g
+            values[sel, 0] = r64[sel].mean()
+        jobs = [(i, k, t) for i, st in enumerate(starts) for k, t in enumerate(st) if k > 0]
+        if jobs:
+            est = self._mc_values(step, batch, jobs, [puzzles[i // G] for i, _, _ in jobs])
+            for (i, k, _), v in zip(jobs, est):
+                values[i, k] = v
+        token_adv = chain_segment_advantages(seg, values, r64).to(torch.float32)
+        if cfg.spo_probability_mask:
+            cut = cutpoint_mask(lp, m, threshold=cfg.spo_threshold).to(torch.float32)
+        else:
+            cut = torch.ones_like(token_adv)
+        dev = self.dist.device
+        extra = {"spo_segments": float(np.mean([len(s) for s in starts])) if starts else 0.0,
+                 "spo_cutpoint_fraction": float(cut.mul(m.float()).sum() / m.sum().clamp_min(1.0))}
+        return token_adv.to(dev), cut.to(dev), extra
+
+    @torch.no_grad()
+    def _mc_values(self, step, batch, jobs, puzzles) -> list[float]:
+        """Mean task reward of ``spo_mc_samples`` continuations sampled from each (row, segment start) prefix.
+
+        Continuations come from transformers' ``generate`` (global RNG seeded from (seed, step, rank));
+        each is cut to the response budget left after its prefix, which samples exactly as a shorter budget would.
+        """
+        cfg, N = self.cfg, self.cfg.spo_mc_samples
+        P, pad = batch.prompt_length, self.tokenizer.pad_token_id
+        prefixes, budgets, heads = [], [], []
+        for i, _, t in jobs:
+            p = batch.input_ids[i, :P][batch.attention_mask[i, :P].bool()]
+            head = batch.input_ids[i, P:P + t]
+            prefixes.append(torch.cat([p, head]))
+            heads.append(head)
+            budgets.append(cfg.max_new_tokens - t)
+        L = max(len(x) for x in prefixes)
+        ids = torch.full((len(jobs), L), pad, dtype=torch.long, device=batch.input_ids.device)
+        att = torch.zeros_like(ids)
+        for j, x in enumerate(prefixes):
+            ids[j, L - len(x):] = x
+            att[j, L - len(x):] = 1
+        torch.manual_seed(step_seed(cfg.seed, step, self.dist.rank, "spo"))
+        was = self.policy.training
+        self.policy.eval()
+        try:
+            out = self.policy.generate(input_ids=ids.repeat_interleave(N, 0), attention_mask=att.repeat_interleave(N, 0), do_sample=True,
+                                       temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=max(budgets),
+                                       pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
+        finally:
+            self.policy.train(was)
+        cont = out[:, L:].cpu()
+        eos = self.tokenizer.eos_token_id
+        vals = []
+        for j in range(len(jobs)):
+            total = 0.0
+            for s in range(N):
+                c = cont[j * N + s, :budgets[j]]
+                hit = (c == eos).nonzero()
+                if hit.numel():
+                    c = c[: int(hit[0]) + 1]
+                text = self.tokenizer.decode(torch.cat([heads[j].cpu(), c]), skip_special_tokens=True)
+                total += float(self.task.reward(text, puzzles[j]).total)
+            vals.append(total / N)
+        return vals
 
     # ------------------------------------------------------------------
     def save(self) -> None:
+        buffers = None
+        if self.filter_buffer is not None:  # every rank's replay state, so a resumed run replays exactly
+            buffers = D.all_gather_objects(self.filter_buffer.state_dict(), self.dist)
         if self.dist.is_main:
-            save_checkpoint(self.out, self.step, self._state(), keep=self.cfg.keep_checkpoints)
+            state = self._state()
+            if buffers is not None:
+                state["sample_filter"] = buffers
+            save_checkpoint(self.out, self.step, state, keep=self.cfg.keep_checkpoints)
         D.barrier(self.dist)
 
     def train(self) -> Path:
@@ -475,7 +874,18 @@ def add_cli(sub) -> argparse.ArgumentParser:
     p.add_argument("--rollout-engine", choices=["shared-prefix", "hf"], help="polab's prompt-sharing KV-cache sampler or transformers' generate")
     p.add_argument("--full-logprobs", dest="shared_prefix_logprobs", action="store_false", default=None, help="one full forward per response in training (no prompt sharing)")
     p.add_argument("--lr", type=float)
-    p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS)
+    p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS, help="group-relative estimator, or spo_chain (SPO's segment advantages)")
+    p.add_argument("--sample-filter", choices=SAMPLE_FILTERS, help="PF-PPO filtration, Skywork R1V2's SSB or ARPO's success replay")
+    p.add_argument("--spo-threshold", type=float, help="SPO cutpoint: token probability below this")
+    p.add_argument("--spo-cutpoints-per-segment", type=int, help="SPO interval: cutpoints per segment")
+    p.add_argument("--spo-mc-samples", type=int, help="SPO continuations per segment start")
+    p.add_argument("--no-spo-probability-mask", dest="spo_probability_mask", action="store_false", default=None, help="SPO loss on all tokens, not cutpoints only")
+    p.add_argument("--gae-gamma", type=float, help="ppo_gae: discount")
+    p.add_argument("--gae-lambda", type=float, help="ppo_gae: GAE lambda")
+    p.add_argument("--gae-truncation", choices=["terminal", "bootstrap"], help="ppo_gae: truncated responses terminal (PPO) or bootstrapped (T-PPO's EGAE)")
+    p.add_argument("--value-lr", type=float, help="ppo_gae: critic learning rate")
+    p.add_argument("--ssb-capacity", type=int, help="groups held by the Selective Sample Buffer")
+    p.add_argument("--arpo-capacity", type=int, help="successful trajectories kept per task by ARPO")
     p.add_argument("--std-convention", choices=["verl", "trl", "openrlhf"])
     p.add_argument("--aggregation", choices=AGGREGATIONS)
     p.add_argument("--kl-coef", type=float)
