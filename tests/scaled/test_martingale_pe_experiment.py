@@ -1,0 +1,103 @@
+"""`polab run martingale-pe` end to end with small settings: run folder, figures, and the LQ error against Lyapunov.
+
+Tolerance of the LQ check (derived in scaled/experiments/martingale_pe.py):
+each coefficient of each closed-form fit is within z SE of its Euler-chain
+value, z Bonferroni over every coefficient of every fit at alpha = 0.01, so
+with probability >= 0.99 under any seed every ``max_z_target <= z`` and every
+``err_true <= tol_true`` (tol_true adds the exact Euler-chain bias and, for ML,
+the exact truncation term to z SE and propagates to the value function).
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from scaled.cli import main as cli_main
+from scaled.experiments.martingale_pe import ESTIMATOR_IDS, PART_IDS, SWEEP_IDS, WITH_TOLERANCE, quadratic_features
+from scaled.run_folder import read_metrics
+
+pytest.importorskip("gymnasium")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "run"
+    rc = cli_main(["run", "martingale-pe", "--quick", "--dim", "2", "--device", "cpu", "--out", str(out), *extra])
+    assert rc == 0
+    return out
+
+
+def test_quick_run_writes_a_complete_run_folder_and_matches_lyapunov(tmp_path):
+    out = _run(tmp_path)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["quick"] is True and cfg["dim"] == 2 and cfg["parts"] == ["lq", "pendulum"]
+    rows = read_metrics(out / "metrics.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["estimator_ids"] == ESTIMATOR_IDS and summary["device"] == "cpu"
+    for name in ("error_vs_mesh.png", "error_vs_paths.png", "errors_per_estimator.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    lq = [r for r in rows if r["part_id"] == PART_IDS["lq"]]
+    pend = [r for r in rows if r["part_id"] == PART_IDS["pendulum"]]
+    # quick sizes: meshes (0.2, 0.1) + paths (300, 600) = 4 LQ jobs, 9 estimators each; Pendulum 2 + 2 jobs
+    assert len(lq) == 4 * len(ESTIMATOR_IDS) and len(pend) == 4 * len(ESTIMATOR_IDS)
+    z = summary["lq"]["z"]
+    tol_ids = {ESTIMATOR_IDS[n] for n in WITH_TOLERANCE}
+    checked = 0
+    for r in lq:
+        assert math.isfinite(r["err_true"]) and math.isfinite(r["err_target"])
+        if int(r["estimator_id"]) in tol_ids:
+            assert r["max_z_target"] <= z, r
+            assert r["err_true"] <= r["tol_true"], r
+            checked += 1
+    assert checked == 4 * len(WITH_TOLERANCE)
+    lstd = {r["mesh"]: r for r in lq if r["sweep_id"] == SWEEP_IDS["mesh"] and r["estimator_id"] == ESTIMATOR_IDS["lstd0"]}
+    assert set(lstd) == {0.2, 0.1}
+    for r in pend:
+        assert math.isfinite(r["err_true"]) and r["err_true"] >= 0
+        assert math.isnan(r["err_target"])  # a discrete environment: only the Monte Carlo reference
+    assert summary["pendulum"]["dt"] == 0.05
+    assert summary["pendulum"]["reference_rel_se"] < 0.1
+
+
+def test_neural_only_at_higher_dimension(tmp_path):
+    out = tmp_path / "run"
+    rc = cli_main(["run", "martingale-pe", "--quick", "--parts", "lq", "--dim", "30", "--no-quadratic", "--no-online",
+                   "--meshes", "0.2", "--path-counts", "100", "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert {int(r["estimator_id"]) for r in rows} == {ESTIMATOR_IDS["neural_ml"], ESTIMATOR_IDS["neural_td0"]}
+    assert all(math.isfinite(r["err_true"]) for r in rows)
+
+
+def test_quadratic_features_reproduce_a_quadratic_form():
+    x = torch.tensor([[1.0, 2.0, -1.0]], dtype=torch.float64)
+    phi = quadratic_features(x)
+    # order (0,0), (0,1), (0,2), (1,1), (1,2), (2,2), 1
+    torch.testing.assert_close(phi, torch.tensor([[1.0, 2.0, -1.0, 4.0, -2.0, 1.0, 1.0]], dtype=torch.float64), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_quick_lq_run_on_cuda(tmp_path):
+    out = tmp_path / "run"
+    rc = cli_main(["run", "martingale-pe", "--quick", "--parts", "lq", "--dim", "2", "--device", "cuda", "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["device"].startswith("cuda")
+    rows = read_metrics(out / "metrics.csv")
+    tol_ids = {ESTIMATOR_IDS[n] for n in WITH_TOLERANCE}
+    assert all(r["err_true"] <= r["tol_true"] for r in rows if int(r["estimator_id"]) in tol_ids)
+
+
+def test_unknown_option_is_rejected(tmp_path):
+    with pytest.raises(SystemExit):
+        cli_main(["run", "martingale-pe", "--parts", "bogus", "--out", str(tmp_path)])
