@@ -1,0 +1,447 @@
+r"""Certificates on the total reward of a smoothed policy from Monte Carlo episodes.
+
+Given :math:`n` returns :math:`R_1,\dots,R_n` of independent *clean* episodes
+of a policy smoothed by Gaussian observation noise of scale :math:`\sigma`
+(no adversary), this module gives, for a grid of adversarial budgets
+:math:`B` at once,
+
+* lower confidence bounds :math:`\underline p_k` on the clean tails
+  :math:`P[R\ge t_k]`, by the Dvoretzky–Kiefer–Wolfowitz inequality (valid
+  simultaneously for every threshold, so data-dependent thresholds are
+  allowed) or by one-sided Clopper–Pearson bounds with a Bonferroni
+  correction over a threshold grid fixed before seeing the data;
+* the certified lower bound on the attacked expected total reward,
+  :math:`a + \sum_k (t_k-t_{k-1})\Phi(\Phi^{-1}(\underline p_k)-B/\sigma)`,
+  eq. (2) of :mod:`theory.policy_smoothing`, which holds against every
+  adaptive adversary of total :math:`\ell_2` budget :math:`B` with
+  probability at least :math:`1-\alpha` over the :math:`n` episodes;
+* certified percentiles, eq. (3) of :mod:`theory.policy_smoothing`.
+
+The per-budget arithmetic is the same formula as
+:func:`theory.policy_smoothing.certified_expected_reward`, written here in
+torch so that it follows the inputs' device and dtype and runs for
+:math:`10^6` returns and 100 budgets in one matrix product
+(``benchmarks/smoothing_certificates.py``); the tests check the two against
+each other to float64 rounding.
+
+Conventions
+-----------
+* DKW: :math:`\underline p(t) = \max(\bar F_n(t) - \sqrt{\ln(2/\alpha)/(2n)}, 0)`
+  with :math:`\bar F_n(t) = \#\{R_i\ge t\}/n`. The two-sided constant
+  :math:`\ln(2/\alpha)` (Massart 1990) is conservative for a one-sided bound;
+  it is the constant of the third-party implementation the notes read
+  (``mrh996/ReCePS``, ``Freeway/freeway_plot_certs.py::dkw_cohen``), kept so
+  that numbers are comparable. The sup over thresholds of
+  :math:`|\bar F_n(t)-P[R\ge t]|` equals the sup of the CDF deviation at
+  left limits, so the DKW band covers the tails at every :math:`t`.
+* Clopper–Pearson: :math:`\underline p_k` is the :math:`\alpha/m` quantile of
+  :math:`\mathrm{Beta}(k_k, n-k_k+1)` (0 when :math:`k_k=0`), i.e.
+  ``statsmodels.proportion_confint(k, n, alpha=2*alpha/m, method="beta")[0]``,
+  the convention of ``locuslab/smoothing`` (``core.py``, commit 78a4d949) and of
+  ``mrh996/ReCePS`` (``Cartpole/cartpole_multiframe_plot_certs.py``), tested
+  against statsmodels.
+* Which of the two the paper used for which environment is unconfirmed
+  (notes §3.4); both are provided.
+* Vacuous certificates: when the sample cannot certify anything at the
+  requested confidence (every tail lower bound is 0, e.g. DKW with
+  :math:`n < \ln(2/\alpha)/2`), or when the certified value at some budget
+  equals the declared minimum reward, the result says so (``vacuous``) and
+  the certified value is exactly ``reward_min``, never a number above it.
+
+References
+----------
+Kumar, Levine, Feizi, "Policy Smoothing for Provably Robust Reinforcement
+Learning", ICLR 2022 (arXiv 2106.11420).
+Dvoretzky, Kiefer, Wolfowitz, Ann. Math. Statist. 27 (1956); Massart, "The
+tight constant in the Dvoretzky–Kiefer–Wolfowitz inequality", Ann. Probab.
+18 (1990).
+Clopper, Pearson, "The use of confidence or fiducial limits illustrated in
+the case of the binomial", Biometrika 26 (1934).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.stats import beta as beta_dist
+
+from .checks import as_tensor, check_finite, check_ndim
+
+__all__ = [
+    "SmoothingCertificate",
+    "check_certificate_inputs",
+    "empirical_tail",
+    "dkw_tail_lower_bounds",
+    "clopper_pearson_tail_lower_bounds",
+    "attacked_tail_lower_bounds",
+    "certify_returns",
+]
+
+Method = Literal["dkw", "clopper-pearson"]
+
+
+@dataclass(frozen=True)
+class SmoothingCertificate:
+    r"""Certified-reward-versus-budget curve of a smoothed policy.
+
+    Attributes
+    ----------
+    budgets : Tensor, shape [K]
+        Total :math:`\ell_2` budgets :math:`B`.
+    expected_reward : Tensor, shape [K]
+        Certified lower bound on the attacked expected total reward at each
+        budget (``reward_min`` where vacuous).
+    percentile_levels : Tensor, shape [L]
+    percentiles : Tensor, shape [L, K]
+        Certified lower bounds on the attacked quantiles.
+    thresholds : Tensor, shape [m]
+    tail_lower_bounds : Tensor, shape [m]
+        Clean tail lower bounds :math:`\underline p_k` (confidence ``1 - alpha``
+        simultaneously).
+    empirical_mean : float
+        Mean of the clean returns (not certified; for reference).
+    vacuous : Tensor of bool, shape [K]
+        True where nothing beyond ``reward_min`` is certified.
+    alpha : float
+        The certificate holds simultaneously for all budgets with probability
+        at least ``1 - alpha`` over the episodes.
+    n : int
+    sigma : float
+    method : str
+    reward_min, reward_max : float
+        The declared reward range.
+    reason : str
+        Empty, or why the certificate is vacuous.
+    """
+
+    budgets: torch.Tensor
+    expected_reward: torch.Tensor
+    percentile_levels: torch.Tensor
+    percentiles: torch.Tensor
+    thresholds: torch.Tensor
+    tail_lower_bounds: torch.Tensor
+    empirical_mean: float
+    vacuous: torch.Tensor
+    alpha: float
+    n: int
+    sigma: float
+    method: str
+    reward_min: float
+    reward_max: float
+    reason: str = ""
+
+    @property
+    def confidence(self) -> float:
+        """``1 - alpha``."""
+        return 1.0 - self.alpha
+
+
+# ---------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------
+def check_certificate_inputs(returns, *, sigma, alpha, reward_range, budgets=None) -> tuple:
+    """Validate and convert the shared inputs; returns ``(returns, sigma, alpha, lo, hi, budgets)``."""
+    if not isinstance(returns, torch.Tensor):  # lists: float64 directly (see _like)
+        try:
+            returns = torch.from_numpy(np.asarray(returns, dtype=np.float64).copy())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"returns must be a sequence of numbers; got {type(returns).__name__}.") from exc
+    r = as_tensor(returns, name="returns")
+    check_ndim(r, 1, name="returns", layout="[episodes]")
+    if r.numel() == 0:
+        raise ValueError("returns is empty; run at least one episode.")
+    if not r.is_floating_point():
+        r = r.to(torch.float64)
+    check_finite(r, name="returns")
+    s = float(sigma)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"sigma must be a finite number > 0 (the smoothing noise scale); got {sigma}.")
+    a = float(alpha)
+    if not (0.0 < a < 1.0):
+        raise ValueError(f"alpha must lie strictly between 0 and 1 (e.g. 0.05 for 95% confidence); got {alpha}.")
+    try:
+        lo, hi = (float(x) for x in reward_range)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"reward_range must be a pair (reward_min, reward_max); got {reward_range!r}.") from exc
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"reward_range must be finite with reward_min < reward_max; got {reward_range!r}.")
+    rmin, rmax = float(r.min()), float(r.max())
+    if rmin < lo or rmax > hi:
+        raise ValueError(
+            f"returns must lie in the declared reward_range [{lo}, {hi}]; got values in [{rmin}, {rmax}]. "
+            "Declare the true range of the episode return (the certificate is only valid inside it)."
+        )
+    b = None
+    if budgets is not None:
+        b = _like(budgets, r, name="budgets")
+        if b.numel() == 0 or not bool(torch.isfinite(b).all()) or bool((b < 0).any()):
+            raise ValueError(f"budgets must be a non-empty list of finite numbers >= 0; got {b.tolist()}.")
+    return r, s, a, lo, hi, b
+
+
+def _like(x, r: torch.Tensor, *, name: str) -> torch.Tensor:
+    """``x`` as a 1-d tensor in ``r``'s dtype and device.
+
+    Python lists and numpy arrays go through float64 numpy first:
+    ``torch.as_tensor([0.1])`` (and so ``estimators.checks.as_tensor``) makes a
+    float32 tensor, which would round a budget of 0.1 to 0.10000000149.
+    """
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.from_numpy(np.asarray(x, dtype=np.float64).copy())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be a sequence of numbers; got {x!r}.") from exc
+    return x.to(device=r.device, dtype=r.dtype).reshape(-1)
+
+
+def _thresholds_tensor(thresholds, r: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    t = _like(thresholds, r, name="thresholds")
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError("thresholds must be a non-empty list of finite numbers.")
+    if t.numel() > 1 and bool((t[1:] <= t[:-1]).any()):
+        raise ValueError("thresholds must be strictly increasing; sort them and drop duplicates.")
+    if float(t[0]) <= lo or float(t[-1]) > hi:
+        raise ValueError(f"thresholds must lie in (reward_min, reward_max] = ({lo}, {hi}]; got [{float(t[0])}, {float(t[-1])}].")
+    return t
+
+
+# ---------------------------------------------------------------------------
+# tails
+# ---------------------------------------------------------------------------
+def empirical_tail(returns: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    r"""Empirical tail :math:`\bar F_n(t) = \#\{R_i \ge t\}/n` at each threshold.
+
+    Shapes
+    ------
+    returns [n], thresholds [m] -> [m], in the dtype and device of ``returns``.
+    Sorting costs :math:`O(n\log n + m\log n)`.
+    """
+    r = as_tensor(returns, name="returns")
+    check_ndim(r, 1, name="returns", layout="[episodes]")
+    t = as_tensor(thresholds, name="thresholds").to(device=r.device, dtype=r.dtype if r.is_floating_point() else torch.float64)
+    rs, _ = torch.sort(r.to(t.dtype))
+    below = torch.searchsorted(rs, t, right=False)  # number of returns < t
+    return (r.numel() - below).to(t.dtype) / r.numel()
+
+
+def dkw_tail_lower_bounds(returns, thresholds, *, alpha: float) -> torch.Tensor:
+    r"""DKW lower bounds :math:`\max(\bar F_n(t) - \sqrt{\ln(2/\alpha)/(2n)}, 0)`, simultaneous over all :math:`t`.
+
+    Shapes
+    ------
+    returns [n], thresholds [m] -> [m].
+    """
+    a = float(alpha)
+    if not (0.0 < a < 1.0):
+        raise ValueError(f"alpha must lie strictly between 0 and 1; got {alpha}.")
+    tail = empirical_tail(returns, thresholds)
+    n = as_tensor(returns, name="returns").numel()
+    eps = math.sqrt(math.log(2.0 / a) / (2.0 * n))
+    return torch.clamp(tail - eps, min=0.0)
+
+
+def clopper_pearson_tail_lower_bounds(returns, thresholds, *, alpha: float) -> torch.Tensor:
+    r"""One-sided Clopper–Pearson lower bounds at level :math:`\alpha/m` each (Bonferroni over the :math:`m` thresholds).
+
+    .. math:: \underline p_k = \mathrm{Beta}^{-1}\big(\alpha/m;\ k_k,\ n-k_k+1\big),
+        \quad k_k = \#\{R_i \ge t_k\},\qquad \underline p_k = 0 \text{ if } k_k = 0.
+
+    The thresholds must be fixed before the returns are seen (Bonferroni is
+    over a fixed family), e.g. the integers of an integer-valued return.
+
+    Shapes
+    ------
+    returns [n], thresholds [m] -> [m].
+    """
+    a = float(alpha)
+    if not (0.0 < a < 1.0):
+        raise ValueError(f"alpha must lie strictly between 0 and 1; got {alpha}.")
+    tail = empirical_tail(returns, thresholds)
+    n = as_tensor(returns, name="returns").numel()
+    m = tail.numel()
+    k = np.rint(tail.detach().cpu().double().numpy() * n)
+    with np.errstate(invalid="ignore"):
+        lower = np.where(k > 0, beta_dist.ppf(a / m, np.maximum(k, 1), n - k + 1), 0.0)
+    return torch.as_tensor(lower, dtype=tail.dtype, device=tail.device)
+
+
+def attacked_tail_lower_bounds(tail_lower_bounds: torch.Tensor, budgets: torch.Tensor, *, sigma: float) -> torch.Tensor:
+    r""":math:`\Phi(\Phi^{-1}(\underline p_k) - B_j/\sigma)` for every budget and threshold (eq. (1) of the theory module).
+
+    Shapes
+    ------
+    tail_lower_bounds [m], budgets [K] -> [K, m].
+    """
+    p = tail_lower_bounds
+    z = torch.special.ndtri(p.clamp(0.0, 1.0))
+    return _normal_cdf(z.unsqueeze(0) - budgets.reshape(-1, 1).to(p.dtype) / sigma)
+
+
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\Phi(x) = \tfrac12\operatorname{erfc}(-x/\sqrt2)`.
+
+    ``torch.special.ndtr`` (torch 2.13, CPU) loses relative accuracy in the
+    lower tail (measured: 3% relative error near x = -8, 0 at x = -30 where
+    the value is 4.9e-198); the erfc form agrees with ``scipy.special.ndtr``
+    to 2e-13 relative on [-30, 8] in float64.
+    """
+    return 0.5 * torch.special.erfc(-x / math.sqrt(2.0))
+
+
+def _percentiles(t: torch.Tensor, z: torch.Tensor, shift: torch.Tensor, levels: torch.Tensor, lo: float) -> torch.Tensor:
+    r"""Eq. (3) of the theory module for every level and budget without a [levels, budgets, m] array.
+
+    :math:`\Phi(z_k - B/\sigma) > 1-\ell \iff z_k > \Phi^{-1}(1-\ell) + B/\sigma`
+    (:math:`\Phi` is increasing), so the certified percentile is the largest
+    threshold among those with :math:`z_k` above a cut: a suffix maximum of the
+    thresholds sorted by :math:`z`, read off by binary search. Shapes: t, z [m],
+    shift [K], levels [L] -> [L, K]. :func:`theory.policy_smoothing.certified_percentile`
+    uses the same comparison.
+    """
+    z_sorted, order = torch.sort(z)
+    suffix_max = torch.flip(torch.cummax(torch.flip(t[order], [0]), 0).values, [0])
+    cut = torch.special.ndtri(1.0 - levels).reshape(-1, 1) + shift.reshape(1, -1)  # [L, K]
+    first = torch.searchsorted(z_sorted, cut.contiguous(), right=True)  # first index with z > cut
+    padded = torch.cat([suffix_max, torch.tensor([lo], dtype=t.dtype, device=t.device)])
+    return padded[first]
+
+
+# ---------------------------------------------------------------------------
+# certificate
+# ---------------------------------------------------------------------------
+def certify_returns(
+    returns,
+    *,
+    budgets,
+    sigma: float,
+    alpha: float = 0.05,
+    reward_range: tuple[float, float],
+    method: Method = "dkw",
+    thresholds=None,
+    num_thresholds: int = 200,
+    percentile_levels=(0.1, 0.25, 0.5),
+) -> SmoothingCertificate:
+    r"""Certified attacked expected reward and percentiles versus budget, from clean smoothed returns.
+
+    .. math::
+
+        \mathbb E_{adv}[R] \ge a + \sum_{k=1}^m (t_k-t_{k-1})\,
+        \Phi\big(\Phi^{-1}(\underline p_k) - B/\sigma\big)
+
+    holds for every budget :math:`B` in ``budgets`` and every adaptive
+    adversary of total :math:`\ell_2` budget :math:`B`, simultaneously, with
+    probability at least :math:`1-\alpha` over the episodes.
+
+    Parameters
+    ----------
+    returns : Tensor or array, shape [n]
+        Total rewards of :math:`n` independent clean smoothed episodes, inside
+        ``reward_range``.
+    budgets : sequence or Tensor, shape [K]
+        Budgets :math:`B\ge 0` (same units as the observations and ``sigma``).
+    sigma : float, > 0
+        Scale of the smoothing noise the episodes were run with.
+    alpha : float in (0, 1)
+        Failure probability of the certificate.
+    reward_range : (float, float)
+        Declared range :math:`[a, b]` of the return; :math:`a` enters the
+        bound, returns outside the range raise.
+    method : {"dkw", "clopper-pearson"}
+    thresholds : sequence, shape [m], optional
+        Strictly increasing thresholds in :math:`(a, b]`. Default: for DKW the
+        sorted distinct returns above :math:`a` (allowed because the DKW band
+        is uniform); for Clopper–Pearson ``num_thresholds`` equally spaced
+        points of :math:`(a, b]` (fixed before the data, as Bonferroni
+        requires).
+    num_thresholds : int
+        Size of the default Clopper–Pearson grid.
+    percentile_levels : sequence of float in (0, 1), shape [L]
+
+    Returns
+    -------
+    SmoothingCertificate
+        Tensors in the dtype and device of ``returns`` (float64 for integer
+        input).
+
+    Shapes
+    ------
+    returns [n], budgets [K] -> expected_reward [K], percentiles [L, K].
+
+    Notes
+    -----
+    Validity: with probability :math:`\ge 1-\alpha` every
+    :math:`\underline p_k \le P_{clean}[R\ge t_k]`; then (2) of
+    :mod:`theory.policy_smoothing` applies at every budget. Cost
+    :math:`O(n\log n + K m + L K\log m)`, memory :math:`O(m + 2^{22})` (budgets in
+    chunks); ``benchmarks/smoothing_certificates.py`` times it.
+    """
+    if method not in ("dkw", "clopper-pearson"):
+        raise ValueError(f"method must be 'dkw' or 'clopper-pearson'; got {method!r}.")
+    r, s, a, lo, hi, b = check_certificate_inputs(returns, sigma=sigma, alpha=alpha, reward_range=reward_range, budgets=budgets)
+    lv = torch.as_tensor(list(np.atleast_1d(np.asarray(percentile_levels, dtype=np.float64))), dtype=r.dtype, device=r.device)
+    if lv.numel() == 0 or bool(((lv <= 0) | (lv >= 1)).any()):
+        raise ValueError(f"percentile_levels must lie strictly between 0 and 1; got {list(percentile_levels)}.")
+    if thresholds is None:
+        if method == "dkw":
+            t = torch.unique(r)
+            t = t[t > lo]
+        else:
+            if int(num_thresholds) < 1:
+                raise ValueError(f"num_thresholds must be >= 1; got {num_thresholds}.")
+            t = torch.linspace(lo, hi, int(num_thresholds) + 1, dtype=r.dtype, device=r.device)[1:]
+    else:
+        t = _thresholds_tensor(thresholds, r, lo, hi)
+    n = r.numel()
+    reason = ""
+    if t.numel() == 0:  # every return equals reward_min: nothing to certify above it
+        t = torch.tensor([hi], dtype=r.dtype, device=r.device)
+        p = torch.zeros(1, dtype=r.dtype, device=r.device)
+        reason = "every return equals reward_min"
+    elif method == "dkw":
+        p = dkw_tail_lower_bounds(r, t, alpha=a)
+    else:
+        p = clopper_pearson_tail_lower_bounds(r, t, alpha=a)
+    if not reason and not bool((p > 0).any()):
+        reason = (
+            f"n = {n} episodes cannot certify anything at confidence {1 - a:g} with method {method!r} "
+            f"(every tail lower bound is 0); run more episodes or lower the confidence"
+        )
+    widths = torch.diff(t, prepend=torch.tensor([lo], dtype=t.dtype, device=t.device))
+    # expected reward: budgets in chunks so that the [chunk, m] matrix stays near 2^22 entries
+    # (10^6 thresholds x 100 budgets would otherwise be 800 MB in float64)
+    # Phi(z - B/sigma) = erfc((B/sigma - z)/sqrt 2)/2 as in attacked_tail_lower_bounds, with z computed once
+    chunk = max(1, (1 << 22) // t.numel())
+    z = torch.special.ndtri(p.clamp(0.0, 1.0))  # [m]; -inf where p = 0
+    zs = z / math.sqrt(2.0)
+    expected = []
+    for j in range(0, b.numel(), chunk):
+        x = (b[j:j + chunk] / (s * math.sqrt(2.0))).reshape(-1, 1) - zs  # [chunk, m]
+        expected.append(lo + 0.5 * (torch.special.erfc(x) @ widths))
+    expected = torch.cat(expected)
+    # vacuous: every attacked tail is 0, i.e. the largest one (Phi is increasing) is 0
+    vacuous = _normal_cdf(z.max() - b / s) <= 0
+    expected = torch.where(vacuous, torch.full_like(expected, lo), expected)
+    if not reason and bool(vacuous.any()):
+        reason = "some budgets certify nothing above reward_min (the attacked tail bounds underflow to 0)"
+    pct = _percentiles(t, z, b / s, lv, lo)
+    return SmoothingCertificate(
+        budgets=b,
+        expected_reward=expected,
+        percentile_levels=lv,
+        percentiles=pct,
+        thresholds=t,
+        tail_lower_bounds=p,
+        empirical_mean=float(r.mean()),
+        vacuous=vacuous,
+        alpha=a,
+        n=n,
+        sigma=s,
+        method=method,
+        reward_min=lo,
+        reward_max=hi,
+        reason=reason,
+    )

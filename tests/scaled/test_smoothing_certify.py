@@ -1,0 +1,146 @@
+"""`polab run smoothing-certify` and scaled.control: run folder, budget audit, caching, env fidelity, Atari smoke."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from scaled.cli import main as cli_main
+from scaled.run_folder import read_metrics
+
+gym = pytest.importorskip("gymnasium")
+
+from scaled.control.attack import AdaptiveGradientAttack  # noqa: E402
+from scaled.control.envs import ENV_SPECS, MountainCarVectorEnv, _mountaincar_scale, require_ale  # noqa: E402
+from scaled.control.policies import MLPActorCritic, SmoothedPolicy  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_quick_run_writes_a_complete_run_folder_and_reuses_the_policy(tmp_path):
+    out = tmp_path / "run"
+    assert cli_main(["run", "smoothing-certify", "--quick", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["quick"] and cfg["envs"] == ["cartpole", "mountaincar"]
+    rows = read_metrics(out / "metrics.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    for env, env_id in (("cartpole", 0), ("mountaincar", 1)):
+        lo, hi = ENV_SPECS[env].reward_range
+        for method in (0, 1):
+            cert = [r for r in rows if r["env_id"] == env_id and r["kind"] == 0 and r["method_id"] == method]
+            assert len(cert) == cfg["num_budgets"]
+            vals = np.array([r["value"] for r in cert])
+            assert np.all(np.diff(vals) <= 1e-12) and np.all(vals >= lo) and np.all(vals <= hi)
+        clean = [r for r in rows if r["env_id"] == env_id and r["kind"] == 2]
+        assert len(clean) == 1 and clean[0]["n"] == cfg["certify_episodes"]
+        b0 = [r["value"] for r in rows if r["env_id"] == env_id and r["kind"] == 0 and r["budget"] == 0.0]
+        assert max(b0) <= clean[0]["value"] + 1e-9  # a lower confidence bound on the clean mean
+        attacks = [r for r in rows if r["env_id"] == env_id and r["kind"] == 1]
+        assert attacks and all(r["max_spent"] <= r["budget"] * (1 + 1e-9) for r in attacks)  # budget audit
+        smoothed = [r for r in attacks if r["sigma"] > 0]
+        assert all(r["value"] >= max(r["certificate_dkw"], r["certificate_cp"]) - 3 * r["stderr"] for r in smoothed)
+    assert summary["attacked_below_certificate"] == 0
+    assert (out / "figures" / "certified_reward.png").stat().st_size > 1000
+    latest = (out / "checkpoints" / "latest").read_text()
+    state = torch.load(out / "checkpoints" / latest.strip() / "state.pt", weights_only=False)
+    assert set(state["policies"]) == {"cartpole", "mountaincar"}
+    # a second run with the same settings loads the cached policies instead of training again
+    assert cli_main(["run", "smoothing-certify", "--quick", "--out", str(out)]) == 0
+    assert (out / "checkpoints" / "latest").read_text() == latest
+    assert read_metrics(out / "metrics.csv") == rows  # same seed, same policies: identical numbers
+
+
+def test_mountaincar_vector_env_matches_gymnasium_step_by_step():
+    ref = gym.make("MountainCar-v0").unwrapped
+    vec = MountainCarVectorEnv(5, seed=0)
+    vec.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        ref.reset(seed=i)
+        vec.state[i] = np.array(ref.state, dtype=np.float64)
+    states = [np.array(vec.state[i]) for i in range(5)]
+    for _ in range(150):
+        acts = rng.integers(3, size=5)
+        obs, r, te, tr, _ = vec.step(acts)
+        for i in range(5):
+            ref.state = states[i].copy()
+            o, rr, t, _, _ = ref.step(int(acts[i]))
+            states[i] = np.array(ref.state, dtype=np.float64)
+            if not (vec.prev_done[i] or te[i]):
+                np.testing.assert_allclose(vec.state[i], states[i], rtol=0, atol=1e-12)
+                assert rr == r[i] and t == te[i]
+        if te.any():
+            break
+    assert obs.shape == (5, 2) and np.all(np.abs(_mountaincar_scale(vec.state)) <= 1.0 + 1e-6)
+
+
+def test_attack_respects_the_total_budget_and_follows_the_gradient():
+    torch.manual_seed(0)
+    net = MLPActorCritic(4, 2)
+    pol = SmoothedPolicy(net, sigma=0.2, frame_stack=1, generator=torch.Generator().manual_seed(0))
+    frames = torch.randn(64, 4)
+    pol.reset(frames)
+    for mode in ("uniform", "critical"):
+        att = AdaptiveGradientAttack(net, budget=0.7, horizon=10, sigma=0.2, mode=mode)
+        att.reset(64)
+        alive = torch.ones(64, dtype=torch.bool)
+        total = torch.zeros(64, dtype=torch.float64)
+        for _ in range(30):
+            eps = att.perturb(frames, pol, alive)
+            total += eps.double().pow(2).sum(1)
+            pol.push(frames + eps)
+        assert float(total.max()) <= 0.7**2 * (1 + 1e-6)  # float32 perturbations
+        torch.testing.assert_close(total, att.spent, rtol=1e-5, atol=1e-7)
+    # the uniform step moves along -grad of the margin, with norm B / sqrt(T)
+    att = AdaptiveGradientAttack(net, budget=1.0, horizon=4, sigma=0.2, mode="uniform")
+    att.reset(64)
+    f = frames.clone().requires_grad_(True)
+    lg = net.logits(pol.stack_with(f))
+    top = lg.topk(2, dim=-1).values
+    (g,) = torch.autograd.grad((top[:, 0] - top[:, 1]).sum(), f)
+    eps = att.perturb(frames, pol, torch.ones(64, dtype=torch.bool))
+    torch.testing.assert_close(eps, -0.5 * g / g.norm(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="mode"):
+        AdaptiveGradientAttack(net, budget=1.0, horizon=4, sigma=0.2, mode="pgd")
+
+
+def test_smoothing_adds_noise_once_per_frame():
+    net = MLPActorCritic(3 * 2, 2)
+    pol = SmoothedPolicy(net, sigma=0.5, frame_stack=3, generator=torch.Generator().manual_seed(0))
+    pol.reset(torch.zeros(4, 2))
+    first = pol.stack.clone()
+    pol.push(torch.ones(4, 2))
+    torch.testing.assert_close(pol.stack[:, :2], first[:, 1:])  # old frames keep their noise
+    assert not torch.allclose(pol.stack[:, 2], torch.ones(4, 2))  # the new frame got fresh noise
+
+
+def test_missing_ale_py_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)
+    with pytest.raises(ImportError, match="pip install ale-py"):
+        require_ale()
+
+
+def test_unknown_option_is_rejected(tmp_path):
+    with pytest.raises(SystemExit):
+        cli_main(["run", "smoothing-certify", "--envs", "bogus", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("game", ["pong", "freeway"])
+def test_atari_smoke_on_a_few_frames(tmp_path, game):
+    pytest.importorskip("ale_py")
+    out = tmp_path / game
+    rc = cli_main(["run", "smoothing-certify", "--envs", game, "--quick", "--train-steps", "32", "--certify-episodes", "4",
+                   "--attack-episodes", "2", "--max-steps", "6", "--batch-size", "4", "--attack-modes", "uniform",
+                   "--out", str(out)])
+    assert rc == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert any(r["kind"] == 1 and r["max_spent"] > 0 for r in rows)
+    assert (out / "figures" / "certified_reward.png").is_file()
