@@ -3,7 +3,15 @@
 Workload (the foundation issue's): the embedded SmolLM2-135M-Instruct in
 float32 on the CPU, 8 Knights-and-Knaves prompts x 4 samples, at most 48 new
 tokens, temperature 1, no top-k/top-p, no KL term (TRL's default beta = 0),
-one optimisation pass per batch, AdamW. Both frameworks get their own copy of
+one optimisation pass per batch, AdamW. Memory: one full-batch step takes
+about 9 GB in polab and 17 GB in TRL (peak RSS, measured), too much for both
+in one 24 GB process, so by default both accumulate gradients over
+micro-batches of ``--micro-batch`` responses (8: two groups): polab through
+``micro_batch_size``, TRL through its own mechanism
+(``per_device_train_batch_size`` = 8, ``gradient_accumulation_steps`` =
+``steps_per_generation`` = 4: it generates all 32 completions at once, then
+runs 4 ``training_step`` calls). ``--micro-batch 32`` gives the full-batch
+step where there is memory for it. Both frameworks get their own copy of
 the same weights, the same 8 puzzles every step and the same reward function
 (``scaled.tasks.knights_knaves.kk_reward``).
 
@@ -63,7 +71,7 @@ def build_polab(puzzles, args, out):
     cfg = config_from_preset(
         "cpu-demo", task="kk", levels=(3,), prompts_per_step=args.prompts, samples_per_prompt=args.samples,
         max_new_tokens=args.max_new_tokens, lr=1e-6, steps=10**6, out=str(out), tensorboard=False, progress=False,
-        checkpoint_every=10**6, temperature=1.0, top_p=1.0, kl_coef=0.0,
+        checkpoint_every=10**6, temperature=1.0, top_p=1.0, kl_coef=0.0, micro_batch_size=args.micro_batch,
     )
     return GRPOTrainer(cfg, task=FixedPuzzles(puzzles))
 
@@ -87,9 +95,10 @@ def build_trl(puzzles, args, out):
         return out
 
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": k}]} for k in by_prompt])
+    accum = args.prompts * args.samples // args.micro_batch
     cfg = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=args.prompts * args.samples, num_generations=args.samples,
-        steps_per_generation=1, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
+        output_dir=str(out), per_device_train_batch_size=args.micro_batch, num_generations=args.samples,
+        gradient_accumulation_steps=accum, steps_per_generation=accum, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
         beta=0.0, learning_rate=1e-6, max_steps=10**6, report_to="none", logging_steps=10**6, save_strategy="no",
         use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0, seed=0,
     )
@@ -103,9 +112,13 @@ def build_trl(puzzles, args, out):
             yield from loader
 
     it = batches()
+    # Trainer's inner loop sets this before each training_step (transformers 5.x); TRL's loss normaliser reads it.
+    tr.current_gradient_accumulation_steps = accum
 
     def step():
-        tr.training_step(tr.model, next(it), None)
+        batch = next(it)  # the whole generation batch; TRL generates on the first call and serves slices after
+        for _ in range(accum):
+            tr.training_step(tr.model, batch, None)
         tr.optimizer.step()
         tr.optimizer.zero_grad(set_to_none=True)
 
@@ -119,7 +132,10 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--people", type=int, default=3)
+    ap.add_argument("--micro-batch", type=int, default=8, help="responses per forward/backward in both frameworks (a multiple of --samples)")
     args = ap.parse_args(argv)
+    if args.micro_batch % args.samples or (args.prompts * args.samples) % args.micro_batch:
+        ap.error("--micro-batch must be a multiple of --samples and divide --prompts x --samples")
 
     from scaled.tasks.knights_knaves import generate_puzzle
 
@@ -130,7 +146,7 @@ def main(argv=None) -> int:
         polab = build_polab(puzzles, args, f"{tmp}/polab")
         trl_step = build_trl(puzzles, args, f"{tmp}/trl")
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.prompts} prompts x {args.samples} samples, "
-              f"{args.max_new_tokens} new tokens, float32 CPU")
+              f"{args.max_new_tokens} new tokens, micro-batch {args.micro_batch}, float32 CPU", flush=True)
         polab.train_step()
         trl_step()
         ratios = []
@@ -142,7 +158,7 @@ def main(argv=None) -> int:
             t2 = time.perf_counter()
             ratios.append((t1 - t0) / (t2 - t1))
             print(f"pair {i + 1}: polab {t1 - t0:6.2f} s (rollout {res.metrics['time_rollout_s']:.2f} s, "
-                  f"mean response {res.metrics['response_length']:.1f} tokens)  TRL {t2 - t1:6.2f} s  ratio {ratios[-1]:.3f}")
+                  f"mean response {res.metrics['response_length']:.1f} tokens)  TRL {t2 - t1:6.2f} s  ratio {ratios[-1]:.3f}", flush=True)
     print(f"median ratio polab/TRL: {statistics.median(ratios):.3f}")
     return 0
 

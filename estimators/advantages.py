@@ -274,12 +274,15 @@ def rloo_advantages(rewards, group_ids) -> GroupAdvantages:
     )
 
 
-def batch_whiten(values, mask=None, *, epsilon: float = 1e-8, shift_mean: bool = True) -> torch.Tensor:
+def batch_whiten(values, mask=None, *, epsilon: float = 1e-8, shift_mean: bool = True, unbiased: bool = False) -> torch.Tensor:
     r"""Whiten values over a whole batch: :math:`(x - \mu)/ \sqrt{\sigma^2 + \epsilon}`.
 
-    The masked mean and (population) variance run over the entries where
-    ``mask`` is 1, as REINFORCE++ and PPO-GAE do in verl (``masked_whiten``)
-    and OpenRLHF. Entries outside the mask are returned as 0.
+    The masked mean and variance run over the entries where ``mask`` is 1;
+    entries outside the mask are returned as 0. ``unbiased=False`` (default)
+    uses the population variance (OpenRLHF's REINFORCE++ batch
+    normalisation); ``unbiased=True`` the Bessel-corrected variance, as verl's
+    ``verl/utils/torch_functional.py::masked_whiten`` (``masked_var(...,
+    unbiased=True)``, volcengine/verl 012be9d) used for PPO-GAE.
 
     Parameters
     ----------
@@ -288,19 +291,24 @@ def batch_whiten(values, mask=None, *, epsilon: float = 1e-8, shift_mean: bool =
     epsilon : float
     shift_mean : bool
         If False the mean is added back (only the scale changes).
+    unbiased : bool
+        Bessel's correction ``n / (n - 1)`` on the variance (needs >= 2 entries).
     """
     x = as_tensor(values, name="values")
     check_finite(x, name="values")
     m = torch.ones_like(x) if mask is None else check_mask(as_tensor(mask, name="mask").to(x.device), x)
     count = m.sum()
-    if count < 1:
-        raise ValueError("mask selects no entries: nothing to whiten.")
-    mu = (x * m).sum() / count
-    var = (((x - mu) ** 2) * m).sum() / count
+    need = 2 if unbiased else 1
+    if count < need:
+        raise ValueError(f"mask selects {int(count)} entries; whitening needs at least {need} (unbiased={unbiased}).")
+    mu = torch.where(m > 0, x, torch.zeros_like(x)).sum() / count
+    var = torch.where(m > 0, (x - mu) ** 2, torch.zeros_like(x)).sum() / count
+    if unbiased:
+        var = var * count / (count - 1.0)
     out = (x - mu) * torch.rsqrt(var + epsilon)
     if not shift_mean:
         out = out + mu
-    return out * m
+    return torch.where(m > 0, out, torch.zeros_like(out))
 
 
 def broadcast_to_tokens(advantages, mask) -> torch.Tensor:

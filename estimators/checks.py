@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -29,7 +30,9 @@ def as_tensor(x, *, name: str, dtype: torch.dtype | None = None) -> torch.Tensor
     if isinstance(x, torch.Tensor):
         return x if dtype is None else x.to(dtype)
     try:
-        t = torch.as_tensor(x)
+        # Through numpy, so Python floats become float64 directly (torch.as_tensor on a list of
+        # floats would round them to torch's default float32 first: 0.9 -> 0.8999999761).
+        t = torch.as_tensor(np.asarray(x))
     except Exception as exc:  # pragma: no cover - message only
         raise ValueError(f"{name}: cannot convert {type(x).__name__} to a tensor ({exc})") from exc
     if dtype is not None:

@@ -36,6 +36,7 @@ from typing import Literal
 
 import torch
 
+from .advantages import batch_whiten
 from .checks import as_tensor, check_finite, check_mask, check_ndim, check_same_shape
 from .policy_loss import AGGREGATIONS, aggregate
 
@@ -118,17 +119,7 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, *, unbiased: bool = 
 
     Shapes: ``values`` and ``mask`` any shape, the same -> same.
     """
-    x = as_tensor(values, name="values")
-    m = check_mask(as_tensor(mask, name="mask").to(x.device), x)
-    n = m.sum()
-    if n < (2 if unbiased else 1):
-        raise ValueError(f"mask selects {int(n)} entries; whitening needs at least {2 if unbiased else 1} (unbiased={unbiased}).")
-    xm = torch.where(m > 0, x, torch.zeros_like(x))
-    mu = xm.sum() / n
-    var = torch.where(m > 0, (x - mu) ** 2, torch.zeros_like(x)).sum() / n
-    if unbiased:
-        var = var * n / (n - 1.0)
-    return torch.where(m > 0, (x - mu) * torch.rsqrt(var + epsilon), torch.zeros_like(x))
+    return batch_whiten(values, mask, unbiased=unbiased, epsilon=epsilon)
 
 
 def generalized_advantage_estimation(
