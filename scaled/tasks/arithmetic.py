@@ -90,6 +90,10 @@ class ArithmeticTask:
     def prompt(self, problem: AdditionProblem) -> str:
         return f"Compute {problem.a} + {problem.b}. Reply with the number only."
 
+    def reference(self, problem: AdditionProblem) -> str:
+        """The reference answer as a string (the target of edit-distance step rewards, e.g. PCPG's)."""
+        return str(problem.answer)
+
     def reward(self, response: str, problem: AdditionProblem) -> ArithmeticReward:
         got = parse_integer(response)
         correct = got is not None and got == problem.answer

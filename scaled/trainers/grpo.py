@@ -1,4 +1,4 @@
-"""GRPO trainer with a distribution-level curriculum (DUMP or uniform).
+r"""GRPO trainer with a distribution-level curriculum (DUMP or uniform).
 
 One training step composes, in order:
 
@@ -32,6 +32,30 @@ Methods beyond GRPO, selected by name (the defaults ``advantage="grpo"``,
   and the critic takes one clipped value-loss step per batch; with
   ``gae_truncation="bootstrap"`` responses cut at ``max_new_tokens`` are
   bootstrapped with the critic's value there (T-PPO's extended GAE);
+- ``advantage="pcpg"`` (PCPG, :mod:`estimators.reward_shaping`; tasks with a
+  reference answer, ``task.reference(item) -> str``, e.g. arithmetic): each
+  response token's reward is the drop in character edit distance to the
+  reference that the characters it adds to the decoded response cause
+  (:func:`~estimators.reward_shaping.edit_distance_step_rewards` on the
+  decoded text, normalised by the reference length, so a response's rewards
+  sum to 1 - CER exactly); the token advantages are the per-token weights of
+  the core :func:`~estimators.reward_shaping.pcpg_loss` (rewards and losses
+  pseudo-convolved with :func:`~estimators.reward_shaping.pcpg_kernel`),
+  read off by autograd: :math:`A_s = -N\,\partial L_{PCPG}/\partial\log\pi_s`
+  with :math:`N` the token count, i.e. :math:`A_s = (T^\top\mathbf 1)_s(G_s - b)`
+  for the banded Toeplitz matrix :math:`T` of the kernel. The baseline
+  :math:`b_t` of token :math:`t` is the leave-one-out mean of :math:`G_t` over
+  the other responses of its group that reach position :math:`t`
+  (``pcpg_baseline="loo"``, :func:`~estimators.advantages.rloo_advantages`
+  per position; it does not depend on the response's own tokens, so the
+  gradient stays unbiased; a response alone at a position gets advantage 0
+  there) or their plain group mean (``"group_mean"``), where :math:`G_t` are
+  the returns of the convolved rewards (a per-position baseline, because
+  :math:`G_t` shrinks along the response; a constant one would push late
+  tokens systematically). With one optimisation pass the PPO loss (ratio 1)
+  has exactly the core PCPG loss's gradient under ``aggregation="token-mean"``
+  (tested). The task reward stays the logged metric; the curriculum sees the
+  PCPG advantages;
 - ``sample_filter="pf_ppo_best_worst"`` / ``"pf_ppo_best_random"`` (PF-PPO,
   :func:`estimators.sample_filters.policy_filtration`): only each prompt's
   best and worst (or best and one random) response enter the advantage and
@@ -80,6 +104,7 @@ from estimators.advantages import broadcast_to_tokens, group_advantages, rloo_ad
 from estimators.curriculum import make_scheduler
 from estimators.gae import clipped_value_loss, extended_gae, kl_shaped_rewards, token_gae
 from estimators.policy_loss import AGGREGATIONS, aggregation_weight, ppo_clip_loss
+from estimators.reward_shaping import edit_distance_step_rewards, pcpg_kernel, pcpg_loss
 from estimators.sample_filters import ARPOReplayBuffer, SelectiveSampleBuffer, policy_filtration
 from estimators.spo import chain_segment_advantages, cutpoint_mask, cutpoint_segments, segment_starts
 
@@ -101,7 +126,10 @@ __all__ = ["GRPOConfig", "GRPOTrainer", "PRESETS", "step_seed"]
 #: ``ppo_gae``: PPO with a critic and token-level GAE (the recipe of "Unpacking DPO and PPO";
 #: :mod:`estimators.gae`), truncated responses bootstrapped with T-PPO's extended GAE when
 #: ``gae_truncation="bootstrap"``.
-ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "grpo_batch_std", "spo_chain", "ppo_gae")
+#: ``pcpg``: PCPG's pseudo-convolved edit-distance step rewards (tasks with a reference answer).
+ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "grpo_batch_std", "spo_chain", "ppo_gae", "pcpg")
+#: ``pcpg_baseline``: per position t, the leave-one-out or plain group mean of the returns G_t, or none.
+PCPG_BASELINES = ("loo", "group_mean", "none")
 #: ``--sample-filter``: which samples the update sees (:mod:`estimators.sample_filters`).
 #: PF-PPO's best-worst / best-random filtration per prompt, Skywork R1V2's Selective Sample
 #: Buffer (zero-variance groups swapped for buffered groups), ARPO's per-task replay of successes.
@@ -153,6 +181,11 @@ class GRPOConfig:
     gae_kl_in_reward: bool = True  # kl_coef enters the token rewards (the RLHF PPO recipe), not the loss
     value_lr: float = 1e-5
     value_clip: float = 0.2
+    # PCPG (advantage="pcpg"); the kernel size and weights of the paper are unconfirmed (estimators.reward_shaping)
+    pcpg_kernel_size: int = 3
+    pcpg_kernel: str = "uniform"  # "uniform" or "gaussian" (std size/4)
+    pcpg_gamma: float = 1.0
+    pcpg_baseline: str = "loo"
     # sample filters
     sample_filter: str = "none"
     ssb_capacity: int = 64  # groups held by the Selective Sample Buffer
@@ -193,6 +226,17 @@ class GRPOConfig:
                 errs.append("gae_gamma and gae_lambda must lie in [0, 1]")
             if self.gae_truncation not in ("terminal", "bootstrap"):
                 errs.append(f"gae_truncation must be 'terminal' or 'bootstrap', got {self.gae_truncation!r}")
+        if self.advantage == "pcpg":
+            if self.pcpg_kernel_size < 1 or self.pcpg_kernel_size % 2 == 0:
+                errs.append(f"pcpg_kernel_size must be a positive odd integer (a centred window), got {self.pcpg_kernel_size}")
+            if self.pcpg_kernel not in ("uniform", "gaussian"):
+                errs.append(f"pcpg_kernel must be 'uniform' or 'gaussian', got {self.pcpg_kernel!r}")
+            if not 0 <= self.pcpg_gamma <= 1:
+                errs.append("pcpg_gamma must lie in [0, 1]")
+            if self.pcpg_baseline not in PCPG_BASELINES:
+                errs.append(f"pcpg_baseline must be one of {PCPG_BASELINES}, got {self.pcpg_baseline!r}")
+            if self.task == "kk":
+                errs.append("advantage='pcpg' needs a task with a reference answer string: use task='arithmetic' (kk has none)")
         if self.ssb_capacity < 1 or self.arpo_capacity < 1:
             errs.append("ssb_capacity and arpo_capacity must be >= 1")
         if self.aggregation not in AGGREGATIONS:
@@ -307,6 +351,9 @@ class GRPOTrainer:
         # (distributions, sample(source, rng=), prompt(item), reward(text, item)).
         self.task = task if task is not None else TASKS[config.task](tuple(config.levels), puzzles_per_size=config.puzzles_per_size, seed=config.task_seed)
         self.sources = list(self.task.distributions)
+        if config.advantage == "pcpg" and not callable(getattr(self.task, "reference", None)):
+            raise ValueError("advantage='pcpg' needs a task with a reference answer: task.reference(item) -> str "
+                             "(scaled.tasks.arithmetic.ArithmeticTask has one); choose another advantage for this task.")
         sched_kwargs = {}
         if config.curriculum == "dump":
             sched_kwargs = dict(window=config.dump_window, exploration=config.dump_exploration, temperature=config.dump_temperature, bonus=config.dump_bonus)
@@ -378,6 +425,8 @@ class GRPOTrainer:
             names += ["spo_segments", "spo_cutpoint_fraction"]
         if self.cfg.advantage == "ppo_gae":
             names += ["value_loss", "value_clip_fraction", "value_mean"]
+        if self.cfg.advantage == "pcpg":
+            names += ["pcpg_one_minus_cer"]
         if self.cfg.sample_filter != "none":
             names += ["filtered_rows", "replaced_rows", "buffer_size"]
         return names
@@ -461,7 +510,7 @@ class GRPOTrainer:
         curriculum_adv = adv.advantages
         if cfg.sample_filter in ("pf_ppo_best_worst", "pf_ppo_best_random"):
             curriculum_adv, loss_mask, extra = self._pf_ppo_filter(step, rewards, group_ids, resp_mask)
-        gae = None
+        gae = pcpg = None
         if cfg.advantage == "ppo_gae":
             gae = self._ppo_gae(batch, rewards, resp_mask)
             token_adv = gae["advantages"] * loss_mask
@@ -471,6 +520,11 @@ class GRPOTrainer:
             extra.update(spo_extra)
             curriculum_adv = sequence_advantages(token_adv, resp_mask).to(rewards.dtype).cpu()
             loss_mask = loss_mask * cut_mask
+        elif cfg.advantage == "pcpg":
+            pcpg = self._pcpg(batch, puzzles, group_ids, resp_mask)
+            token_adv = pcpg["advantages"].to(info.device, torch.float32) * loss_mask
+            curriculum_adv = sequence_advantages(token_adv, resp_mask).to(rewards.dtype).cpu()
+            extra["pcpg_one_minus_cer"] = float(pcpg["step_rewards"].sum(1).mean())
         else:
             token_adv = broadcast_to_tokens(curriculum_adv.to(info.device), resp_mask)
         if cfg.sample_filter == "ssb":
@@ -513,6 +567,9 @@ class GRPOTrainer:
         self.optimizer.step()
         if gae is not None and loss_inputs:
             loss_inputs.update(token_rewards=gae["token_rewards"], values=gae["values"], returns=gae["returns"], truncated=batch.truncated)
+        if pcpg is not None and loss_inputs:
+            loss_inputs.update(pcpg_step_rewards=pcpg["step_rewards"], pcpg_baseline=pcpg["baseline"], pcpg_kernel=pcpg["kernel"],
+                               pcpg_texts=pcpg["texts"], pcpg_references=pcpg["references"])
         if gae is not None:
             extra.update(self._critic_update(batch, gae, resp_mask, tot_tokens, tot_seqs, batch_total, mb, n_local))
         t2 = time.perf_counter()
@@ -557,7 +614,8 @@ class GRPOTrainer:
             sel = src_arr == j
             metrics[f"answer_score:{s}"] = float(ans[sel].mean()) if sel.any() else math.nan
         if extra:
-            keys = ("filtered_rows", "replaced_rows", "buffer_size", "spo_segments", "spo_cutpoint_fraction", "value_loss", "value_clip_fraction", "value_mean")
+            keys = ("filtered_rows", "replaced_rows", "buffer_size", "spo_segments", "spo_cutpoint_fraction", "value_loss", "value_clip_fraction", "value_mean",
+                    "pcpg_one_minus_cer")
             sums = D.all_reduce_sum([float(extra.get(k, 0.0)) for k in keys], info)
             for k, v in zip(("filtered_rows", "replaced_rows", "buffer_size"), sums[:3]):
                 if cfg.sample_filter != "none":
@@ -569,6 +627,8 @@ class GRPOTrainer:
                 metrics["value_loss"] = sums[5]  # already weighted by each rank's share
                 metrics["value_clip_fraction"] = sums[6] / info.world_size
                 metrics["value_mean"] = sums[7] / info.world_size
+            if cfg.advantage == "pcpg":
+                metrics["pcpg_one_minus_cer"] = sums[8] / info.world_size
         return StepResult(step=step, metrics=metrics, loss_inputs=loss_inputs)
 
     # -- methods beyond GRPO (selected by ``advantage`` and ``sample_filter``) --------------
@@ -620,6 +680,48 @@ class GRPOTrainer:
         self.critic_optimizer.step()
         vm = float((gae["values"] * resp_mask).sum() / resp_mask.sum().clamp_min(1.0))
         return {"value_loss": loss_val, "value_clip_fraction": frac_num / max(float(resp_mask.sum()), 1.0), "value_mean": vm}
+
+    def _pcpg(self, batch, puzzles, group_ids, resp_mask) -> dict:
+        """PCPG: edit-distance step rewards per response token, then token advantages from the core PCPG loss (float64, CPU)."""
+        cfg, G = self.cfg, self.cfg.samples_per_prompt
+        m = resp_mask.detach().double().cpu()
+        n, T = m.shape
+        P = batch.prompt_length
+        step_r = torch.zeros((n, T), dtype=torch.float64)
+        texts, refs = [], []
+        for i in range(n):
+            L = int(m[i].sum())
+            toks = batch.input_ids[i, P:P + L].tolist()
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            texts.append(text)
+            refs.append(self.task.reference(puzzles[i // G]))
+            char_r = edit_distance_step_rewards(list(text), list(refs[-1]), normalise=True)
+            # token t owns the characters it appends to the decoded prefix; all characters are assigned once, so a row
+            # sums to 1 - CER whatever the tokenizer does (a prefix that decodes inconsistently passes its characters on)
+            start = 0
+            for t in range(L):
+                end = len(text) if t == L - 1 else max(start, min(len(self.tokenizer.decode(toks[:t + 1], skip_special_tokens=True)), len(text)))
+                step_r[i, t] = char_r[start:end].sum()
+                start = end
+        kernel = pcpg_kernel(cfg.pcpg_kernel_size, kind=cfg.pcpg_kernel)
+        g_ids = group_ids.cpu()
+        baseline = None
+        if cfg.pcpg_baseline != "none":
+            # per position t, the group's (leave-one-out) mean of G_t over the responses that reach t
+            ret = pcpg_loss(torch.zeros_like(step_r), step_r, m, kernel=kernel, gamma=cfg.pcpg_gamma).returns
+            baseline = torch.zeros_like(ret)
+            for t in range(T):
+                sel = m[:, t] > 0
+                if not bool(sel.any()):
+                    continue
+                col = ret[sel, t]
+                centred = rloo_advantages(col, g_ids[sel]) if cfg.pcpg_baseline == "loo" else group_advantages(col, g_ids[sel], scale="none")
+                baseline[sel, t] = col - centred.advantages.to(col.dtype)
+        lp = torch.zeros_like(step_r, requires_grad=True)
+        res = pcpg_loss(lp, step_r, m, kernel=kernel, gamma=cfg.pcpg_gamma, baseline=baseline, aggregation="token-mean")
+        (grad,) = torch.autograd.grad(res.loss, lp)
+        adv = -grad * m.sum().clamp_min(1.0) * m
+        return {"advantages": adv, "step_rewards": step_r, "baseline": baseline, "kernel": kernel, "texts": texts, "references": refs}
 
     def _pf_ppo_filter(self, step, rewards, group_ids, resp_mask):
         """PF-PPO: keep each prompt's best and worst (or best and a random) response; advantages among the kept."""
@@ -874,7 +976,7 @@ def add_cli(sub) -> argparse.ArgumentParser:
     p.add_argument("--rollout-engine", choices=["shared-prefix", "hf"], help="polab's prompt-sharing KV-cache sampler or transformers' generate")
     p.add_argument("--full-logprobs", dest="shared_prefix_logprobs", action="store_false", default=None, help="one full forward per response in training (no prompt sharing)")
     p.add_argument("--lr", type=float)
-    p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS, help="group-relative estimator, or spo_chain (SPO's segment advantages)")
+    p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS, help="group-relative estimator, spo_chain (SPO's segment advantages), ppo_gae, or pcpg (edit-distance step rewards)")
     p.add_argument("--sample-filter", choices=SAMPLE_FILTERS, help="PF-PPO filtration, Skywork R1V2's SSB or ARPO's success replay")
     p.add_argument("--spo-threshold", type=float, help="SPO cutpoint: token probability below this")
     p.add_argument("--spo-cutpoints-per-segment", type=int, help="SPO interval: cutpoints per segment")
@@ -884,6 +986,10 @@ def add_cli(sub) -> argparse.ArgumentParser:
     p.add_argument("--gae-lambda", type=float, help="ppo_gae: GAE lambda")
     p.add_argument("--gae-truncation", choices=["terminal", "bootstrap"], help="ppo_gae: truncated responses terminal (PPO) or bootstrapped (T-PPO's EGAE)")
     p.add_argument("--value-lr", type=float, help="ppo_gae: critic learning rate")
+    p.add_argument("--pcpg-kernel-size", type=int, help="pcpg: odd width of the pseudo-convolution kernel")
+    p.add_argument("--pcpg-kernel", choices=["uniform", "gaussian"], help="pcpg: kernel weights (sum to 1)")
+    p.add_argument("--pcpg-gamma", type=float, help="pcpg: discount of the convolved step rewards")
+    p.add_argument("--pcpg-baseline", choices=PCPG_BASELINES, help="pcpg: baseline of the returns (group leave-one-out, group mean, none)")
     p.add_argument("--ssb-capacity", type=int, help="groups held by the Selective Sample Buffer")
     p.add_argument("--arpo-capacity", type=int, help="successful trajectories kept per task by ARPO")
     p.add_argument("--std-convention", choices=["verl", "trl", "openrlhf"])
