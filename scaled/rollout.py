@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "continuation_texts",
     "RolloutBatch",
     "PrefixSharedLogprobs",
     "encode_prompts",
@@ -263,6 +264,67 @@ def generate_rollouts(
     finally:
         model.train(was_training)
     return _finish_batch(tokenizer, ids, att, out[:, ids.shape[1]:])
+
+
+@torch.no_grad()
+def continuation_texts(
+    model,
+    tokenizer,
+    batch: RolloutBatch,
+    jobs: list[tuple[int, int]],
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> list[list[str]]:
+    """Monte Carlo continuations of response prefixes, decoded: the rollouts behind step values (SPO, Direct Advantage PO).
+
+    ``jobs`` holds ``(row, t)`` pairs: the prefix is row ``row``'s prompt plus
+    its first ``t`` response tokens. Each prefix gets ``num_samples``
+    continuations from transformers' ``generate`` (torch's global RNG: the
+    caller seeds it), each cut to the ``max_new_tokens - t`` tokens left of the
+    response budget, which samples exactly as a shorter budget would. Returns,
+    per job, the decoded texts of response head + continuation (up to and
+    including the first EOS).
+    """
+    if not jobs:
+        return []
+    P, pad, eos = batch.prompt_length, tokenizer.pad_token_id, tokenizer.eos_token_id
+    prefixes, heads, budgets = [], [], []
+    for i, t in jobs:
+        p = batch.input_ids[i, :P][batch.attention_mask[i, :P].bool()]
+        head = batch.input_ids[i, P:P + t]
+        prefixes.append(torch.cat([p, head]))
+        heads.append(head.cpu())
+        budgets.append(max_new_tokens - t)
+    L = max(len(x) for x in prefixes)
+    ids = torch.full((len(jobs), L), pad, dtype=torch.long, device=batch.input_ids.device)
+    att = torch.zeros_like(ids)
+    for j, x in enumerate(prefixes):  # left padding, as for generation
+        ids[j, L - len(x):] = x
+        att[j, L - len(x):] = 1
+    N = int(num_samples)
+    was = model.training
+    model.eval()
+    try:
+        out = model.generate(input_ids=ids.repeat_interleave(N, 0), attention_mask=att.repeat_interleave(N, 0), do_sample=True,
+                             temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max(budgets),
+                             pad_token_id=pad, eos_token_id=eos)
+    finally:
+        model.train(was)
+    cont = out[:, L:].cpu()
+    texts = []
+    for j in range(len(jobs)):
+        row = []
+        for s in range(N):
+            c = cont[j * N + s, :budgets[j]]
+            hit = (c == eos).nonzero()
+            if hit.numel():
+                c = c[: int(hit[0]) + 1]
+            row.append(tokenizer.decode(torch.cat([heads[j], c]), skip_special_tokens=True))
+        texts.append(row)
+    return texts
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, *, temperature: float = 1.0) -> torch.Tensor:

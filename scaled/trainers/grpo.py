@@ -111,7 +111,7 @@ from estimators.spo import chain_segment_advantages, cutpoint_mask, cutpoint_seg
 from .. import distributed as D
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
-from ..rollout import PrefixSharedLogprobs, RolloutBatch, generate_rollouts, sample_rollouts, token_logprobs
+from ..rollout import PrefixSharedLogprobs, RolloutBatch, continuation_texts, generate_rollouts, sample_rollouts, token_logprobs
 from ..run_folder import RunLogger
 from ..tasks.arithmetic import ArithmeticTask
 from ..tasks.knights_knaves import KnightsKnavesTask
@@ -851,44 +851,11 @@ class GRPOTrainer:
         Continuations come from transformers' ``generate`` (global RNG seeded from (seed, step, rank));
         each is cut to the response budget left after its prefix, which samples exactly as a shorter budget would.
         """
-        cfg, N = self.cfg, self.cfg.spo_mc_samples
-        P, pad = batch.prompt_length, self.tokenizer.pad_token_id
-        prefixes, budgets, heads = [], [], []
-        for i, _, t in jobs:
-            p = batch.input_ids[i, :P][batch.attention_mask[i, :P].bool()]
-            head = batch.input_ids[i, P:P + t]
-            prefixes.append(torch.cat([p, head]))
-            heads.append(head)
-            budgets.append(cfg.max_new_tokens - t)
-        L = max(len(x) for x in prefixes)
-        ids = torch.full((len(jobs), L), pad, dtype=torch.long, device=batch.input_ids.device)
-        att = torch.zeros_like(ids)
-        for j, x in enumerate(prefixes):
-            ids[j, L - len(x):] = x
-            att[j, L - len(x):] = 1
+        cfg = self.cfg
         torch.manual_seed(step_seed(cfg.seed, step, self.dist.rank, "spo"))
-        was = self.policy.training
-        self.policy.eval()
-        try:
-            out = self.policy.generate(input_ids=ids.repeat_interleave(N, 0), attention_mask=att.repeat_interleave(N, 0), do_sample=True,
-                                       temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, max_new_tokens=max(budgets),
-                                       pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
-        finally:
-            self.policy.train(was)
-        cont = out[:, L:].cpu()
-        eos = self.tokenizer.eos_token_id
-        vals = []
-        for j in range(len(jobs)):
-            total = 0.0
-            for s in range(N):
-                c = cont[j * N + s, :budgets[j]]
-                hit = (c == eos).nonzero()
-                if hit.numel():
-                    c = c[: int(hit[0]) + 1]
-                text = self.tokenizer.decode(torch.cat([heads[j].cpu(), c]), skip_special_tokens=True)
-                total += float(self.task.reward(text, puzzles[j]).total)
-            vals.append(total / N)
-        return vals
+        texts = continuation_texts(self.policy, self.tokenizer, batch, [(i, t) for i, _, t in jobs], num_samples=cfg.spo_mc_samples,
+                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        return [sum(float(self.task.reward(x, puzzles[j]).total) for x in row) / len(row) for j, row in enumerate(texts)]
 
     # ------------------------------------------------------------------
     def save(self) -> None:

@@ -102,7 +102,7 @@ from estimators.reward_shaping import order_swap_debias, preference_strength, se
 
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
-from ..rollout import PrefixSharedLogprobs, encode_prompts, sample_rollouts, token_logprobs
+from ..rollout import PrefixSharedLogprobs, continuation_texts, encode_prompts, sample_rollouts, token_logprobs
 from ..run_folder import RunLogger, read_metrics
 from ..tasks.length_target import LengthTargetTask, count_words
 from .grpo import ValueModel, step_seed
@@ -561,37 +561,11 @@ class PreferenceTrainer:
         transformers' ``generate`` (global RNG seeded from (seed, step)); each continuation is cut to the budget
         left after its prefix, which samples exactly as a shorter budget would.
         """
-        cfg, N = self.cfg, self.cfg.dapo_mc_samples
-        P, pad, eos = batch.prompt_length, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-        prefixes, heads, budgets = [], [], []
-        for i, t in jobs:
-            p = batch.input_ids[i, :P][batch.attention_mask[i, :P].bool()]
-            head = batch.input_ids[i, P:P + t]
-            prefixes.append(torch.cat([p, head]))
-            heads.append(head)
-            budgets.append(cfg.max_new_tokens - t)
-        L = max(len(x) for x in prefixes)
-        ids = torch.full((len(jobs), L), pad, dtype=torch.long, device=self.device)
-        att = torch.zeros_like(ids)
-        for j, x in enumerate(prefixes):
-            ids[j, L - len(x):] = x
-            att[j, L - len(x):] = 1
+        cfg = self.cfg
         torch.manual_seed(step_seed(cfg.seed, step, 0, "dapo_mc"))
-        out = self.ref.generate(input_ids=ids.repeat_interleave(N, 0), attention_mask=att.repeat_interleave(N, 0), do_sample=True,
-                                temperature=cfg.temperature, top_k=0, top_p=1.0, max_new_tokens=max(budgets), pad_token_id=pad,
-                                eos_token_id=eos)
-        cont = out[:, L:].cpu()
-        vals = []
-        for j in range(len(jobs)):
-            row = []
-            for s in range(N):
-                c = cont[j * N + s, :budgets[j]]
-                hit = (c == eos).nonzero()
-                if hit.numel():
-                    c = c[: int(hit[0]) + 1]
-                row.append(float(self.task.reward(self.tokenizer.decode(torch.cat([heads[j].cpu(), c]), skip_special_tokens=True))))
-            vals.append(row)
-        return vals
+        texts = continuation_texts(self.ref, self.tokenizer, batch, list(jobs), num_samples=cfg.dapo_mc_samples,
+                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0)
+        return [[float(self.task.reward(x)) for x in row] for row in texts]
 
     def method_loss_kwargs(self) -> dict:
         """The ``scheme_loss`` options of ``METHOD_SCHEMES`` (CoPG, OPA-DPO, GEPO); ignored by the other schemes."""
