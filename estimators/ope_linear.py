@@ -218,11 +218,20 @@ def linear_ope_statistics(phi, reward, next_phi, *, gamma: float, terminal=None,
 
 
 def projected_bellman_objective(weights, statistics: LinearOPEStatistics) -> torch.Tensor:
-    """Empirical MSPBE :math:`(\\hat Aw-\\hat b)^\\top\\hat G^{-1}(\\hat Aw-\\hat b)`; ``weights`` [d] or [k, d]."""
+    """Empirical MSPBE :math:`(\\hat Aw-\\hat b)^\\top\\hat G^{-1}(\\hat Aw-\\hat b)`; ``weights`` [d] or [k, d].
+
+    A singular :math:`\\hat G` (features never seen in the data, e.g. unvisited
+    state-action pairs of a tabular class) uses the pseudo-inverse: the rows of
+    :math:`\\hat A` and :math:`\\hat b` vanish on those directions too, so the
+    objective is the MSPBE restricted to the observed feature span.
+    """
     w = as_tensor(weights, name="weights", dtype=statistics.gram.dtype).to(statistics.gram.device)
     W = w.reshape(-1, w.shape[-1])
     res = W @ statistics.td_matrix.T - statistics.reward_moment  # [k, d]
-    sol = torch.linalg.solve(statistics.gram, res.T)  # [d, k]
+    try:
+        sol = torch.linalg.solve(statistics.gram, res.T)  # [d, k]
+    except torch.linalg.LinAlgError:
+        sol = torch.linalg.pinv(statistics.gram, hermitian=True) @ res.T
     out = (res.T * sol).sum(0)
     return out.reshape(w.shape[:-1])
 
@@ -382,7 +391,11 @@ def incompleteness_factor_estimate(phi, next_phi, *, gamma: float, terminal=None
     zeros = torch.zeros(as_tensor(phi, name="phi").shape[0])
     stats = linear_ope_statistics(phi, zeros, next_phi, gamma=gamma, terminal=terminal, weights=weights)
     G, C, N = stats.gram, stats.cross, stats.next_gram
-    Amat = N - C.T @ torch.linalg.solve(G, C)
+    try:
+        Amat = N - C.T @ torch.linalg.solve(G, C)
+    except torch.linalg.LinAlgError as exc:
+        raise ValueError("phi: the empirical Gram matrix is singular (some feature directions never occur in the data, "
+                         "e.g. unvisited state-action pairs); collect more data or drop those features.") from exc
     Bmat = G - C - C.T + N
     top = _sym_top_generalized(Amat, Bmat, name="the empirical Bellman Gram matrix")
     return top.clamp(0.0, 1.0).sqrt()

@@ -18,7 +18,9 @@ collects itself from gymnasium environments, with random-feature classes:
   ``(1 - gamma) gamma^t``, also give the concentrability estimate.
 
 Feature classes (``--features``): ``random-fourier`` (cos(Wx + b), Rahimi & Recht 2007)
-or ``neural`` (a frozen random two-layer tanh network), one block per action.
+or ``neural`` (a frozen random two-layer tanh network), one block per action;
+``tabular`` (one-hot states, gridworld only: realizable and complete, so the
+error falls like n^-1/2 instead of stopping at the approximation error).
 Neither makes Q^pi exactly realizable; the run reports how far it is.
 
 Run folder: ``config.json``, ``metrics.csv`` (one row per environment, data
@@ -78,7 +80,7 @@ class RealizabilityConfig:
     seeds: int = 3
     seed: int = 0
     gamma: float = 0.95
-    features: str = "random-fourier"  # or "neural"
+    features: str = "random-fourier"  # or "neural", or "tabular" (gridworld only)
     num_features: int = 16  # per action, CartPole
     grid_features: int = 6  # per action, gridworld (11 non-terminal states: keep d <= supported pairs)
     feature_bandwidth: float = 1.0
@@ -185,8 +187,10 @@ class _Gridworld:
         self.target = pi
         side = int(round(math.sqrt(S)))
         x = np.stack([np.arange(S) // side, np.arange(S) % side], 1) / (side - 1)
-        fmap = _feature_map(cfg.features, 2, cfg.grid_features, cfg.feature_bandwidth * 3.0, rng)
-        base = fmap(x)
+        if cfg.features == "tabular":  # one-hot states: Q^pi realizable and the class Bellman complete (alpha = 0)
+            base = np.eye(S)[:, ~self.terminal]  # terminal states have Q = 0: no column
+        else:
+            base = _feature_map(cfg.features, 2, cfg.grid_features, cfg.feature_bandwidth * 3.0, rng)(x)
         base[self.terminal] = 0.0
         self.base = base  # [S, m]
         self.table = np.stack([_per_action(base, np.full(S, a), A) for a in range(A)], 1).reshape(S * A, -1)
@@ -245,6 +249,9 @@ class _CartPole:
 
         self.env = gym.make("CartPole-v1")
         self.A = 2
+        if cfg.features == "tabular":
+            raise ValueError("features='tabular' exists only for the gridworld (CartPole's state is continuous); "
+                             "run with --envs gridworld, or choose --features random-fourier or neural.")
         self.fmap = _feature_map(cfg.features, 4, cfg.num_features, cfg.feature_bandwidth, rng)
         self.cfg = cfg
         # Monte Carlo reference and target-occupancy transitions
@@ -394,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=d.seeds)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--features", choices=["random-fourier", "neural"], default=d.features)
+    p.add_argument("--features", choices=["random-fourier", "neural", "tabular"], default=d.features)
     p.add_argument("--num-features", type=int, default=d.num_features)
     p.add_argument("--grid-features", type=int, default=d.grid_features)
     p.add_argument("--feature-bandwidth", type=float, default=d.feature_bandwidth)

@@ -47,3 +47,18 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
 def test_unknown_option_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         cli_main(["run", "realizability", "--features", "bogus", "--out", str(tmp_path)])
+
+
+def test_tabular_features_are_gridworld_only_and_realizable(tmp_path):
+    """One-hot states on FrozenLake: exact alpha is 0 and the approximation error is 0 (realizable and complete)."""
+    import math
+
+    from scaled.experiments.realizability import main
+    from scaled.run_folder import read_metrics
+
+    assert main(["--envs", "gridworld", "--features", "tabular", "--sizes", "4000", "--seeds", "1", "--out", str(tmp_path / "t")]) == 0
+    (row,) = read_metrics(tmp_path / "t" / "metrics.csv")
+    assert row["alpha_exact"] <= 1e-6 and row["approx_error"] <= 1e-10  # exact quantities: float64 round-off
+    assert math.isfinite(row["err_lstd"])
+    with pytest.raises(ValueError, match="gridworld"):
+        main(["--envs", "cartpole", "--features", "tabular", "--sizes", "200", "--seeds", "1", "--out", str(tmp_path / "c")])
