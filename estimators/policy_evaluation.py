@@ -92,6 +92,7 @@ __all__ = [
     "gtd_linear",
     "mstde_linear",
     "td_lambda_offline",
+    "td_lambda_offline_from_moments",
     "online_step_sizes",
     "OnlineFit",
     "td_lambda_online",
@@ -675,7 +676,38 @@ def td_lambda_offline(features, batch: PathBatch, *, beta: float, lambda_: float
     if not step_size > 0 or int(num_sweeps) < 0:
         raise ValueError(f"need step_size > 0 and num_sweeps >= 0; got {step_size}, {num_sweeps}.")
     m = linear_moments(features, batch, beta=beta, method="mo", lambda_=lambda_, offset=offset, covariance=False)
-    cbar, Cbar = m.c / m.num_paths, m.C / m.num_paths
+    return td_lambda_offline_from_moments(m, step_size=step_size, num_sweeps=num_sweeps, theta0=theta0)
+
+
+def td_lambda_offline_from_moments(moments: LinearMoments, *, step_size: float, num_sweeps: int,
+                                   theta0=None) -> torch.Tensor:
+    r"""Offline TD(λ) iteration :math:`\theta \leftarrow \theta + \alpha(\bar c - \bar C\theta)` on given moments.
+
+    The same iteration as :func:`td_lambda_offline`, for moments summed over
+    chunks of paths (``LinearMoments.__add__``), so that data larger than
+    memory can be processed chunk by chunk: ``td_lambda_offline(phi, batch, ...)``
+    equals ``td_lambda_offline_from_moments(sum of linear_moments(phi_j, batch_j,
+    method="mo", ...) over the chunks j, ...)`` up to float round-off.
+
+    Parameters
+    ----------
+    moments : LinearMoments
+        Of method ``"mo"`` with as many test functions as parameters
+        (``c`` [k], ``C`` [k, k]).
+    step_size : float, > 0
+    num_sweeps : int, >= 0
+    theta0 : Tensor [k], optional (zeros)
+
+    Returns
+    -------
+    Tensor, shape [k]
+    """
+    if not step_size > 0 or int(num_sweeps) < 0:
+        raise ValueError(f"need step_size > 0 and num_sweeps >= 0; got {step_size}, {num_sweeps}.")
+    if moments.method != "mo" or moments.C.shape[0] != moments.C.shape[1]:
+        raise ValueError(f"moments must be of method 'mo' with a square C (one test function per parameter); got "
+                         f"method {moments.method!r}, C of shape {tuple(moments.C.shape)}. Use linear_moments(..., method='mo').")
+    cbar, Cbar = moments.c / moments.num_paths, moments.C / moments.num_paths
     theta = torch.zeros_like(cbar) if theta0 is None else as_tensor(theta0, name="theta0").to(cbar)
     for _ in range(int(num_sweeps)):
         theta = theta + step_size * (cbar - Cbar @ theta)

@@ -30,6 +30,7 @@ from estimators.policy_evaluation import (
     returns_to_go,
     solve_linear,
     td_lambda_offline,
+    td_lambda_offline_from_moments,
     td_lambda_online,
     td_lambda_surrogate,
     values_on_paths,
@@ -209,6 +210,21 @@ def test_moments_are_additive_over_chunks():
     for name in ("c", "C", "K", "cc", "cC", "CC"):
         torch.testing.assert_close(getattr(parts, name), getattr(whole, name), **F64)
     torch.testing.assert_close(solve_linear(parts).covariance, solve_linear(whole).covariance, **F64)
+
+
+def test_offline_td_from_chunked_moments_equals_offline_td_on_all_paths():
+    b, phi = _nonuniform_batch(n=30, T=10, finite=True)
+    kw = dict(beta=0.5, lambda_=0.4)
+    whole = td_lambda_offline(phi, b, step_size=0.3, num_sweeps=50, **kw)
+    parts = linear_moments(phi[:11], b.select(slice(0, 11)), covariance=False, **kw) + \
+        linear_moments(phi[11:], b.select(slice(11, 30)), covariance=False, **kw)
+    chunked = td_lambda_offline_from_moments(parts, step_size=0.3, num_sweeps=50)
+    torch.testing.assert_close(chunked, whole, **F64)
+    assert float((whole - td_lambda_offline_from_moments(parts, step_size=0.3, num_sweeps=49)).abs().max()) > 1e-8
+    with pytest.raises(ValueError, match="method 'mo'"):
+        td_lambda_offline_from_moments(linear_moments(phi, b, beta=0.5, method="ml"), step_size=0.3, num_sweeps=5)
+    with pytest.raises(ValueError, match="step_size"):
+        td_lambda_offline_from_moments(parts, step_size=0.0, num_sweeps=5)
 
 
 def test_sandwich_covariance_against_a_per_path_loop():

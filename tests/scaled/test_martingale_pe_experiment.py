@@ -101,3 +101,31 @@ def test_quick_lq_run_on_cuda(tmp_path):
 def test_unknown_option_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         cli_main(["run", "martingale-pe", "--parts", "bogus", "--out", str(tmp_path)])
+
+
+def test_quadratic_head_represents_a_quadratic_value_exactly_and_linear_head_is_the_plain_mlp():
+    from scaled.experiments.martingale_pe import ValueMLP
+
+    g = torch.Generator().manual_seed(0)
+    d, hidden = 3, 5
+    M = torch.randn((d, d), generator=g, dtype=torch.float64)
+    P = M + M.T  # indefinite: both signs of the head are needed
+    lam, vec = torch.linalg.eigh(P)
+    net = ValueMLP(d, hidden, head="quadratic")
+    with torch.no_grad():
+        net.linear.weight.zero_()
+        net.linear.bias.fill_(-1.5)
+        net.directions.weight.zero_()
+        net.directions.weight[:, :d] = lam.abs().sqrt()[:, None] * vec.T  # rows sqrt|lam_j| v_j
+        net.signs.copy_(torch.sign(lam))
+    x = torch.randn((4, 7, d), generator=g, dtype=torch.float64)
+    want = torch.einsum("pti,ij,ptj->pt", x, P, x) - 1.5
+    torch.testing.assert_close(net(None, x), want, rtol=1e-10, atol=1e-12)  # float64 round-off
+    # at initialisation the quadratic part is off (signs = 0): the output is linear in (x, MLP(x))
+    fresh = ValueMLP(d, hidden, head="quadratic")
+    h = torch.cat([x, fresh.body(x)], -1)
+    torch.testing.assert_close(fresh(None, x), fresh.linear(h).squeeze(-1), rtol=0, atol=0)
+    plain = ValueMLP(d, hidden)
+    assert plain(None, x).shape == (4, 7) and not hasattr(plain, "signs")
+    with pytest.raises(ValueError, match="head"):
+        ValueMLP(d, hidden, head="cubic")
