@@ -24,3 +24,5 @@ test: setup
 bench: setup
 	$(VPY) -m pip install -q -e '.[bench]'
 	$(VPY) benchmarks/grpo_step_vs_trl.py
+	OMP_NUM_THREADS=1 $(VPY) benchmarks/martingale_pe.py
+	OMP_NUM_THREADS=1 $(VPY) benchmarks/smoothing_certificates.py
