@@ -49,11 +49,18 @@ def _run_experiment(args, rest: list[str]) -> int:
         print(f"polab run: unknown experiment {args.name!r}; available: {', '.join(names) or '(none)'}", file=sys.stderr)
         return 2
     mod = importlib.import_module(f"scaled.experiments.{args.name.replace('-', '_')}")
-    return int(mod.main(rest) or 0)
+    try:
+        return int(mod.main(rest) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"polab run {args.name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "run" and not argv[1].startswith("-"):
+        # everything after the name belongs to the experiment (so `polab run NAME --help` shows its options)
+        return _run_experiment(argparse.Namespace(name=argv[1], list=False), argv[2:])
     parser = argparse.ArgumentParser(prog="polab", description="polab: verified policy-optimization estimators, run at scale.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a policy")

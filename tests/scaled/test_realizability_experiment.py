@@ -62,3 +62,13 @@ def test_tabular_features_are_gridworld_only_and_realizable(tmp_path):
     assert math.isfinite(row["err_lstd"])
     with pytest.raises(ValueError, match="gridworld"):
         main(["--envs", "cartpole", "--features", "tabular", "--sizes", "200", "--seeds", "1", "--out", str(tmp_path / "c")])
+
+
+def test_cli_passes_help_to_the_experiment_and_reports_bad_input(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["run", "realizability", "--help"])
+    assert exit_info.value.code == 0
+    assert "--features" in capsys.readouterr().out  # the experiment's own options, not the generic `polab run` help
+    assert cli_main(["run", "realizability", "--envs", "cartpole", "--features", "tabular", "--sizes", "200", "--seeds", "1",
+                     "--out", str(tmp_path / "r")]) == 2
+    assert "gridworld" in capsys.readouterr().err
