@@ -26,6 +26,11 @@ Each iteration :math:`t` (schedules :math:`\gamma_t,\eta_t` from
   :math:`d_t = (1-\eta_t)(d_{t-1}+u_t) + \eta_t g_t`; step
   :math:`\gamma_t d_t` (HARPG) or :math:`\gamma_t d_t/\|d_t\|` (N-HARPG).
 
+Optional safeguard for (N)-HARPG, off by default: ``PGMethod(hessian_clip=L)``
+shrinks :math:`u_t` to norm at most :math:`L\|v_t\|` (see :class:`PGMethod`;
+a departure from the paper, for policies whose Hessian-vector estimate has a
+large variance, e.g. Gaussian policies with a learned log standard deviation).
+
 On the first iteration :math:`d_0 = g_0` for every method (:math:`\eta_0 = 1`
 with the default :math:`\eta_0`; the look-ahead point is :math:`\theta_0`; no
 Hessian batch is needed). A zero direction gives no step (the normalised
@@ -48,6 +53,7 @@ normalised momentum).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -82,13 +88,31 @@ class PGMethod:
         :math:`\\gamma_0` (default 0.1, the authors' README example).
     momentum0 : float in (0, 1]
         :math:`\\eta_0`.
+    hessian_clip : float > 0 or None
+        (N)-HARPG safeguard, off by default (None, the paper's algorithm).
+        With a value :math:`L`, the Hessian-vector estimate is shrunk to
+        :math:`u_t \\min(1, L\\|v_t\\|/\\|u_t\\|)`, per problem, before the
+        recursive update. Under :math:`L`-smoothness of :math:`J`
+        (:math:`\\|\\nabla^2J\\|\\le L`) the quantity it estimates,
+        :math:`\\nabla J(\\theta_t)-\\nabla J(\\theta_{t-1})`, lies in that ball, so
+        the clip only removes estimation noise beyond it; it makes the estimate
+        biased, and it bounds the recursion's gain by
+        :math:`(1-\\eta_t)(1+\\gamma_tL)` for HARPG, where the unclipped noisy
+        estimate can make :math:`d_t` grow geometrically (a departure from the
+        paper; see ``scaled/experiments/pg_optimizers.py``).
     """
 
     name: str
     step_size0: float = DEFAULT_STEP_SIZE0
     momentum0: float = 1.0
+    hessian_clip: float | None = None
 
     def __post_init__(self):
+        if self.hessian_clip is not None:
+            if self.name not in ("harpg", "n_harpg"):
+                raise ValueError(f"hessian_clip applies to harpg and n_harpg only; got it for {self.name!r} (leave it None).")
+            if not (isinstance(self.hessian_clip, (int, float)) and math.isfinite(self.hessian_clip) and self.hessian_clip > 0):
+                raise ValueError(f"hessian_clip must be a finite number > 0 (a smoothness constant L) or None; got {self.hessian_clip!r}.")
         if self.name not in METHOD_INFO:
             raise ValueError(f"method name must be one of {list(METHODS)}; got {self.name!r}.")
         pg_schedule(self.name, 0, step_size0=self.step_size0, momentum0=self.momentum0)  # validates scales
@@ -238,6 +262,10 @@ def pg_update(state: PGState, method, gradient: torch.Tensor, *, hessian_vector:
             if hessian_vector is None:
                 raise ValueError(f"{m.name} needs hessian_vector (the estimate at QueryPoints.hessian_point) from step 1 on.")
             u = _check_vector(hessian_vector, state.params, name="hessian_vector")
+            if m.hessian_clip is not None:
+                radius = m.hessian_clip * torch.linalg.vector_norm(state.params - state.prev_params, dim=-1, keepdim=True)
+                un = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+                u = u * torch.where(un > radius, radius / torch.where(un > 0, un, torch.ones_like(un)), torch.ones_like(un))
             d = (1.0 - eta) * (state.direction + u) + eta * g
         else:
             d = g

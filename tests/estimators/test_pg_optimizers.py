@@ -221,3 +221,37 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         pg_update(pg_init(th), "npg_igt", vec(1.0, 0.0), hessian_vector=vec(0.0, 0.0))
     with pytest.raises(ValueError, match="params"):
         PolicyGradientOptimizer([], "npg_igt")
+
+
+# ---------------------------------------------------------------------------
+# (N)-HARPG safeguard (off by default)
+# ---------------------------------------------------------------------------
+def test_hessian_clip_shrinks_only_large_hessian_vector_estimates_per_problem():
+    th0 = torch.zeros(2, 2, dtype=torch.float64)
+    g0 = torch.tensor([[3.0, 4.0], [0.0, 1.0]], dtype=torch.float64)
+    g1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    u = torch.tensor([[0.0, 30.0], [0.3, 0.4]], dtype=torch.float64)  # norms 30 and 0.5
+    gen = torch.Generator().manual_seed(0)
+    for name in ("harpg", "n_harpg"):
+        plain, clip = PGMethod(name, step_size0=0.1), PGMethod(name, step_size0=0.1, hessian_clip=10.0)
+        s1 = pg_update(pg_init(th0), plain, g0)
+        v = s1.params - s1.prev_params
+        radius = 10.0 * torch.linalg.vector_norm(v, dim=-1)  # L |v_t|, per problem
+        assert radius[0] < 30.0 < 1e3 and radius[1] > 0.5  # row 0 is clipped, row 1 is not
+        pg_query(s1, clip, generator=gen)
+        eta = clip.schedule(1).momentum
+        u_clip = u.clone()
+        u_clip[0] = u[0] * radius[0] / 30.0
+        want = (1 - eta) * (s1.direction + u_clip) + eta * g1
+        torch.testing.assert_close(pg_update(s1, clip, g1, hessian_vector=u).direction, want, **F64)
+        # off by default: the paper's update, unchanged
+        torch.testing.assert_close(pg_update(s1, plain, g1, hessian_vector=u).direction,
+                                   (1 - eta) * (s1.direction + u) + eta * g1, **F64)
+
+
+def test_hessian_clip_is_validated_and_only_for_harpg():
+    with pytest.raises(ValueError, match="hessian_clip"):
+        PGMethod("npg_igt", hessian_clip=1.0)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="hessian_clip"):
+            PGMethod("harpg", hessian_clip=bad)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scaled.cli import main as cli_main
-from scaled.experiments.pg_optimizers import ENV_IDS, METHOD_IDS, PGOptimizersConfig, run
+from scaled.experiments.pg_optimizers import ENV_IDS, METHOD_IDS, PGOptimizersConfig, run, step_size0
 from scaled.run_folder import read_metrics
 
 pytest.importorskip("gymnasium")
@@ -75,6 +75,8 @@ def test_bad_config_is_rejected(tmp_path):
         run(PGOptimizersConfig(envs=["Pong"], out=str(tmp_path / "x")))
     with pytest.raises(ValueError, match="episodes_per_batch"):
         run(PGOptimizersConfig(episodes_per_batch=1, out=str(tmp_path / "y")))
+    with pytest.raises(ValueError, match="step_size_n_harpg"):
+        run(PGOptimizersConfig(step_size_n_harpg=-0.1, out=str(tmp_path / "w")))
     with pytest.raises(SystemExit):
         cli_main(["run", "pg-optimizers", "--methods", "adam", "--out", str(tmp_path / "z")])
 
@@ -85,3 +87,22 @@ def test_mujoco_configuration_runs_with_a_gaussian_policy(tmp_path):
                                  out=str(tmp_path / "m")))
     rows = read_metrics(out / "metrics.csv")
     assert rows and rows[-1]["env_steps"] >= 60 and all(np.isfinite(r["direction_norm"]) for r in rows)
+
+
+def test_harpg_step_size_overrides_change_only_their_own_method():
+    d = PGOptimizersConfig()
+    fam = {m: (d.step_size_normalized if m in ("normalized_pg", "momentum_pg", "npg_igt", "n_harpg") else d.step_size_unnormalized)
+           for m in METHOD_IDS}
+    assert {m: step_size0(m, d) for m in METHOD_IDS} == fam  # off by default: every method keeps its family scale
+    c = PGOptimizersConfig(step_size_n_harpg=0.1, step_size_harpg=0.001)
+    assert step_size0("n_harpg", c) == 0.1 and step_size0("harpg", c) == 0.001
+    assert all(step_size0(m, c) == fam[m] for m in METHOD_IDS if m not in ("n_harpg", "harpg"))
+
+
+def test_cli_passes_the_harpg_step_sizes_to_the_run(tmp_path):
+    out = tmp_path / "o"
+    rc = cli_main(["run", "pg-optimizers", "--envs", "CartPole-v1", "--methods", "n_harpg", "--seeds", "1", "--budget", "50",
+                   "--episodes-per-batch", "2", "--step-size-n-harpg", "0.07", "--step-size-harpg", "0.0003", "--out", str(out)])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["step_size_n_harpg"] == 0.07 and cfg["step_size_harpg"] == 0.0003
