@@ -95,3 +95,19 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return repr(v)
     return str(v)
+
+
+def add_run_arguments(parser) -> None:
+    """The run-folder options every trainer's command line shares (seed, device, folder, checkpoints, resume, logging).
+
+    Each defaults to ``None`` (``--resume``, ``--no-*``: ``None`` too), so that only what the user gives
+    overrides the preset's value.
+    """
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="auto (default), cpu, cuda")
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--out", help="run folder")
+    parser.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--stop-after", type=int, help="stop after this many steps of this invocation (for testing resume)")
+    parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)

@@ -112,7 +112,7 @@ from .. import distributed as D
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
 from ..rollout import PrefixSharedLogprobs, RolloutBatch, continuation_texts, generate_rollouts, sample_rollouts, token_logprobs
-from ..run_folder import RunLogger
+from ..run_folder import RunLogger, add_run_arguments
 from ..tasks.arithmetic import ArithmeticTask
 from ..tasks.knights_knaves import KnightsKnavesTask
 
@@ -970,14 +970,7 @@ def add_cli(sub) -> argparse.ArgumentParser:
     p.add_argument("--dump-temperature", type=float)
     p.add_argument("--dump-exploration", type=float)
     p.add_argument("--dump-bonus", choices=["code", "paper"])
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--out", help="run folder")
-    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its latest checkpoint")
-    p.add_argument("--stop-after", type=int, help="stop after this many steps of this invocation (for testing resume)")
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    add_run_arguments(p)
     p.set_defaults(func=run_cli)
     return p
 

@@ -103,7 +103,7 @@ from estimators.reward_shaping import order_swap_debias, preference_strength, se
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
 from ..rollout import PrefixSharedLogprobs, continuation_texts, encode_prompts, sample_rollouts, token_logprobs
-from ..run_folder import RunLogger, read_metrics
+from ..run_folder import RunLogger, add_run_arguments, read_metrics
 from ..tasks.length_target import LengthTargetTask, count_words
 from .grpo import ValueModel, step_seed
 
@@ -696,15 +696,8 @@ def add_cli(sub) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float)
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda")
+    add_run_arguments(p)
     p.add_argument("--torch-threads", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--out", help="run folder")
-    p.add_argument("--resume", action="store_true", default=None)
-    p.add_argument("--stop-after", type=int)
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.set_defaults(func=run_cli)
     return p
 
