@@ -13,7 +13,7 @@ micro-batches of ``--micro-batch`` responses (8: two groups): polab through
 runs 4 ``training_step`` calls). ``--micro-batch 32`` gives the full-batch
 step where there is memory for it. Both frameworks get their own copy of
 the same weights, the same 8 puzzles every step and the same reward function
-(``scaled.tasks.knights_knaves.kk_reward``).
+(``polab.scaled.tasks.knights_knaves.kk_reward``).
 
 A "step" is everything from prompts to the optimizer update: sampling,
 reward, advantages, loss, backward, ``optimizer.step``. For TRL this is
@@ -43,7 +43,7 @@ class FixedPuzzles:
     """A one-distribution task that serves the same puzzles in a fixed cycle (for equal work in both frameworks)."""
 
     def __init__(self, puzzles):
-        from scaled.tasks.knights_knaves import format_prompt, kk_reward
+        from polab.scaled.tasks.knights_knaves import format_prompt, kk_reward
 
         self.puzzles = list(puzzles)
         self._i = 0
@@ -66,7 +66,7 @@ class FixedPuzzles:
 
 
 def build_polab(puzzles, args, out):
-    from scaled.trainers.grpo import GRPOTrainer, config_from_preset
+    from polab.scaled.trainers.grpo import GRPOTrainer, config_from_preset
 
     cfg = config_from_preset(
         "cpu-demo", task="kk", levels=(3,), prompts_per_step=args.prompts, samples_per_prompt=args.samples,
@@ -80,8 +80,8 @@ def build_trl(puzzles, args, out):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from scaled.models import load_model
-    from scaled.tasks.knights_knaves import format_prompt, kk_reward
+    from polab.scaled.models import load_model
+    from polab.scaled.tasks.knights_knaves import format_prompt, kk_reward
 
     loaded = load_model("smollm2-135m-instruct")
     by_prompt = {format_prompt(p): p for p in puzzles}
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     if args.micro_batch % args.samples or (args.prompts * args.samples) % args.micro_batch:
         ap.error("--micro-batch must be a multiple of --samples and divide --prompts x --samples")
 
-    from scaled.tasks.knights_knaves import generate_puzzle
+    from polab.scaled.tasks.knights_knaves import generate_puzzle
 
     torch.manual_seed(0)  # TRL's generate reads the global RNG; polab seeds its own generator per step
     rng = np.random.default_rng(0)

@@ -3,15 +3,15 @@ r"""Timings of the martingale policy-evaluation estimators on 10^5 paths x 1000 
 Workload (issue 3): a 1-d Ornstein–Uhlenbeck process
 :math:`dX = -\kappa X\,dt + \sigma\,dW` (``kappa = sigma = 1``), running reward
 :math:`x^2`, discount rate ``beta = 1``, infinite horizon observed on
-:math:`[0, 10]` with 1000 Euler–Maruyama steps (:func:`estimators.sde.euler_maruyama`),
+:math:`[0, 10]` with 1000 Euler–Maruyama steps (:func:`polab.estimators.sde.euler_maruyama`),
 :math:`X_0 \sim N(0, 1)`, linear value :math:`V = \phi^\top\theta` with the
 polynomial features :math:`\phi(x) = (1, x, x^2)` (realisable: the value is
-:math:`a x^2 + b`, :func:`theory.diffusion_values.ou_value`).
+:math:`a x^2 + b`, :func:`polab.theory.diffusion_values.ou_value`).
 
 Memory: 10^5 x 1001 float64 states alone take 0.8 GB and the per-step
 intermediates of a moment pass several times that, so paths are simulated
 and processed in chunks of ``--chunk`` paths and every estimator sums
-sufficient statistics over the chunks (:class:`estimators.policy_evaluation.LinearMoments`
+sufficient statistics over the chunks (:class:`polab.estimators.policy_evaluation.LinearMoments`
 and its ``+``); nothing of size ``paths x steps`` outlives a chunk. Every
 estimator is chunked exactly:
 
@@ -45,7 +45,7 @@ script prints the largest relative difference of each estimate.
 
 The ``err`` column is :math:`|\hat\theta - \theta^{\Delta t}|/|\theta^{\Delta t}|`
 with :math:`\theta^{\Delta t}` the exact value of the Euler chain
-(:func:`theory.diffusion_values.ou_euler_value`), the large-sample limit of the
+(:func:`polab.theory.diffusion_values.ou_euler_value`), the large-sample limit of the
 discretised estimators (MSTDE is biased by design; the ML truncation at
 :math:`t_N = 10` adds a relative bias below :math:`e^{-10}`). It is a
 sanity check that the timed computation is the real one, not a test.
@@ -75,7 +75,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from estimators.policy_evaluation import (
+from polab.estimators.policy_evaluation import (
     PathBatch,
     eligibility_trace,
     gtd_init,
@@ -92,8 +92,8 @@ from estimators.policy_evaluation import (
     td_lambda_offline_from_moments,
     td_lambda_online,
 )
-from estimators.sde import euler_maruyama, ornstein_uhlenbeck, uniform_grid
-from theory.diffusion_values import ou_euler_value
+from polab.estimators.sde import euler_maruyama, ornstein_uhlenbeck, uniform_grid
+from polab.theory.diffusion_values import ou_euler_value
 
 ROUND_OFF = 1e-10  # float64 relative round-off of re-associated sums (CONVENTIONS.md)
 

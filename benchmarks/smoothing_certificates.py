@@ -1,11 +1,11 @@
 """Timings for policy-smoothing certification.
 
-1. Certificate computation (:func:`estimators.smoothing_certificates.certify_returns`) for
+1. Certificate computation (:func:`polab.estimators.smoothing_certificates.certify_returns`) for
    10^6 returns and 100 budgets: integer returns in [0, 200] (CartPole-like, m = 200
    thresholds) and continuous returns (m = 10^6 distinct thresholds), DKW and
-   Clopper–Pearson, against a per-budget loop over :func:`theory.policy_smoothing.certified_expected_reward`.
+   Clopper–Pearson, against a per-budget loop over :func:`polab.theory.policy_smoothing.certified_expected_reward`.
 2. Smoothed evaluation throughput: episodes per second of
-   :func:`scaled.control.rollout.run_episodes` for an MLP policy on CartPole (vectorised
+   :func:`polab.scaled.control.rollout.run_episodes` for an MLP policy on CartPole (vectorised
    gymnasium env), clean and under the adaptive gradient attack.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/smoothing_certificates.py [--run-folder runs/smoothing-certify]``
@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from estimators.smoothing_certificates import certify_returns
-from theory.policy_smoothing import certified_expected_reward
+from polab.estimators.smoothing_certificates import certify_returns
+from polab.theory.policy_smoothing import certified_expected_reward
 
 
 def _time(fn, repeat: int = 3) -> float:
@@ -60,10 +60,10 @@ def bench_certificates(n: int = 1_000_000, num_budgets: int = 100, seed: int = 0
 
 
 def bench_episodes(num_episodes: int = 10_000, seed: int = 0, run_folder: str | None = None) -> None:
-    from scaled.checkpoint import latest_checkpoint, load_checkpoint
-    from scaled.control.envs import ENV_SPECS
-    from scaled.control.policies import make_actor_critic
-    from scaled.control.rollout import run_episodes
+    from polab.scaled.checkpoint import latest_checkpoint, load_checkpoint
+    from polab.scaled.control.envs import ENV_SPECS
+    from polab.scaled.control.policies import make_actor_critic
+    from polab.scaled.control.rollout import run_episodes
 
     spec = ENV_SPECS["cartpole"]
     torch.manual_seed(seed)

@@ -21,7 +21,7 @@ action's length; BAD removes that discrepancy.
 
 POAD (Policy Optimization with Action Decomposition) runs PPO on tokens with
 GAE over the BAD TD errors; :func:`bad_gae` is that estimator, a special case
-of :func:`estimators.gae.generalized_advantage_estimation` with the per-token
+of :func:`polab.estimators.gae.generalized_advantage_estimation` with the per-token
 discount :func:`bad_discounts`.
 
 Invariances (tested): with one-token actions BAD-GAE is PPO's token GAE; the

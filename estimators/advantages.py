@@ -235,7 +235,7 @@ def dr_grpo_advantages(rewards, group_ids) -> GroupAdvantages:
 
     Equivalent to ``group_advantages(rewards, group_ids, scale="none")``
     (Liu et al. 2025, section 3.2). The matching loss aggregation is
-    ``"seq-mean-token-sum-norm"`` in :mod:`estimators.policy_loss`.
+    ``"seq-mean-token-sum-norm"`` in :mod:`polab.estimators.policy_loss`.
     """
     return group_advantages(rewards, group_ids, scale="none")
 

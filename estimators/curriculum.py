@@ -15,7 +15,7 @@ drawn from. Both schedulers share one interface:
 
 They are single-process objects. In data-parallel training the caller gathers
 ``(source_ids, advantages)`` from all ranks before calling ``update`` so that
-every rank holds the same state (see ``scaled.distributed``).
+every rank holds the same state (see ``polab.scaled.distributed``).
 
 DUMP (Wang, Cui, Li, Wan, Zhao, "DUMP: Automated Distribution-Level
 Curriculum Learning for RL-based LLM Post-training", arXiv 2504.09710, 2025):
@@ -157,7 +157,7 @@ class _SchedulerBase:
         if a.ndim != 1 or a.shape[0] != n:
             raise ValueError(
                 f"advantages must have shape [batch] matching source_ids ({n}); got {a.shape}. "
-                "Pass one scalar advantage per response (see estimators.advantages.sequence_advantages)."
+                "Pass one scalar advantage per response (see polab.estimators.advantages.sequence_advantages)."
             )
         bad = ~np.isfinite(a)
         if bad.any():

@@ -9,7 +9,7 @@ optional bootstrap value after the last token. Named special cases:
 - T-PPO's extended GAE (EGAE) for responses cut off before EOS (bootstrap with
   the critic's value at the cut): :func:`extended_gae`;
 - POAD's Bellman backup with action decomposition (discount 1 inside an
-  action): :func:`estimators.action_decomposition.bad_gae`.
+  action): :func:`polab.estimators.action_decomposition.bad_gae`.
 
 Also here: the clipped PPO value loss (:func:`clipped_value_loss`), the
 KL-shaped token rewards of the PPO recipe of "Unpacking DPO and PPO"
@@ -115,7 +115,7 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, *, unbiased: bool = 
     ``unbiased=True`` uses the Bessel-corrected variance, as verl's
     ``verl/utils/torch_functional.py::masked_whiten`` (``masked_var(...,
     unbiased=True)``, volcengine/verl 012be9d) and TRL's do; ``False`` the
-    population variance (as :func:`estimators.advantages.batch_whiten`).
+    population variance (as :func:`polab.estimators.advantages.batch_whiten`).
 
     Shapes: ``values`` and ``mask`` any shape, the same -> same.
     """
@@ -382,7 +382,7 @@ def clipped_value_loss(
         \ell_t = \tfrac12 \max\big((V_t - R_t)^2,\;
         (\mathrm{clip}(V_t, V^{old}_t - c, V^{old}_t + c) - R_t)^2\big),
 
-    aggregated over response tokens with :func:`estimators.policy_loss.aggregate`.
+    aggregated over response tokens with :func:`polab.estimators.policy_loss.aggregate`.
     ``clip_range=None`` gives the unclipped :math:`\tfrac12 (V_t - R_t)^2`.
     This is verl's ``compute_value_loss`` (``verl/trainer/ppo/core_algos.py``,
     volcengine/verl 012be9d, ``0.5 * agg_loss(max(...))``) and TRL's PPO value loss.
@@ -398,7 +398,7 @@ def clipped_value_loss(
     mask : Tensor, shape [batch, time]
     clip_range : float >= 0 or None
     aggregation : str
-        One of ``estimators.policy_loss.AGGREGATIONS``.
+        One of ``polab.estimators.policy_loss.AGGREGATIONS``.
     max_length : int, optional
 
     Returns

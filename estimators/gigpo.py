@@ -23,7 +23,7 @@ order.
 
 Invariance (tested): when every step has its own anchor state (all step
 groups are singletons), :math:`A^S = 0` and GiGPO is GRPO on the trajectory
-returns (:func:`estimators.advantages.group_advantages`).
+returns (:func:`polab.estimators.advantages.group_advantages`).
 
 Conventions (``convention=``):
 

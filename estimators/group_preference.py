@@ -1,7 +1,7 @@
 r"""Group and on-policy-aligned preference losses: GEPO (OORL) and OPA-DPO.
 
 Both are functions of sequence (or token) log-probabilities under the policy
-and a reference, like :mod:`estimators.preference_losses`; the implicit
+and a reference, like :mod:`polab.estimators.preference_losses`; the implicit
 reward of a response is :math:`r(y) = \beta(\log\pi(y) - \log\pi_{ref}(y))`.
 
 GEPO: Group Equivalent Preference Optimization (Wu et al. 2025, OORL)
@@ -30,7 +30,7 @@ above (group means inside one sigmoid, a variance penalty with weight
 ``notes/llm_rl_anchors.md`` (HeteroRL, "Group Expectation Policy
 Optimization") is a different method with the same acronym). With one
 equivalent and one inequivalent candidate and :math:`\lambda=\gamma=0` it is
-exactly DPO (tested against :func:`estimators.preference_losses.dpo_loss`,
+exactly DPO (tested against :func:`polab.estimators.preference_losses.dpo_loss`,
 which reproduces TRL's ``loss_type="sigmoid"``).
 
 OPA-DPO: On-Policy Alignment DPO (Yang et al. 2025)

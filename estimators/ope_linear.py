@@ -39,7 +39,7 @@ with :math:`\gamma_i=\gamma(1-\mathrm{terminal}_i)` (:func:`linear_ope_statistic
 state-action pair, ``weights`` :math:`=\mu`, rewards :math:`r(s,a)` and
 ``next_phi`` :math:`=(P^\pi\Phi)(s,a)` gives the population quantities
 (:func:`expected_transitions` builds that batch from a
-:class:`theory.bellman_operators.FiniteMDP`); the conditional variance of the
+:class:`polab.theory.bellman_operators.FiniteMDP`); the conditional variance of the
 targets cancels in the minimax objective and never enters :math:`\hat A,\hat b`.
 
 Plug-in estimates of the incompleteness factor and of the Bellman-transfer
@@ -48,7 +48,7 @@ concentrability (:func:`incompleteness_factor_estimate`,
 :math:`\mathbb{E}[\phi^\pi(s')|s_i,a_i]`. They are consistent for deterministic
 transitions and for expected-transition batches; with stochastic transitions
 both Gram matrices are inflated by :math:`\gamma^2\mathbb{E}\,\mathrm{Cov}(\phi'|s,a)`
-(so the estimates are biased; see :mod:`theory.realizability` for the exact quantities).
+(so the estimates are biased; see :mod:`polab.theory.realizability` for the exact quantities).
 
 Shapes
 ------
@@ -74,7 +74,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from theory.bellman_operators import FiniteMDP, check_distribution, check_policy, policy_transition_matrix
+from polab.theory.bellman_operators import FiniteMDP, check_distribution, check_policy, policy_transition_matrix
 
 from .checks import as_tensor, check_finite, check_ndim
 
@@ -384,7 +384,7 @@ def incompleteness_factor_estimate(phi, next_phi, *, gamma: float, terminal=None
     """Plug-in :math:`\\hat\\alpha`: :math:`\\hat\\alpha^2=\\lambda_{\\max}(\\hat N-\\hat C^\\top\\hat G^{-1}\\hat C,\\
     \\hat G-\\hat C-\\hat C^\\top+\\hat N)` with :math:`\\hat N` = ``next_gram`` (discount included).
 
-    Equals :func:`theory.realizability.incompleteness_factor` on an expected-transition batch; with
+    Equals :func:`polab.theory.realizability.incompleteness_factor` on an expected-transition batch; with
     stochastic sampled transitions both matrices gain the same PSD term (module docstring), so it is
     biased. Returns a scalar tensor in [0, 1].
     """

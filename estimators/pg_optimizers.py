@@ -1,6 +1,6 @@
 r"""N-PG-IGT, (N)-HARPG and PG baselines as explicit-state optimizers on flat parameter vectors.
 
-One interface for six methods (:data:`theory.pg_sample_complexity.METHODS`),
+One interface for six methods (:data:`polab.theory.pg_sample_complexity.METHODS`),
 all for *ascent* on :math:`J(\theta)`:
 
 1. ``state = pg_init(params)``;
@@ -10,7 +10,7 @@ all for *ascent* on :math:`J(\theta)`:
 3. ``state = pg_update(state, method, gradient, hessian_vector=...)``.
 
 Each iteration :math:`t` (schedules :math:`\gamma_t,\eta_t` from
-:func:`theory.pg_sample_complexity.pg_schedule`):
+:func:`polab.theory.pg_sample_complexity.pg_schedule`):
 
 - ``vanilla_pg``: :math:`g_t` at :math:`\theta_t`; :math:`\theta_{t+1} = \theta_t + \gamma_t g_t`.
 - ``normalized_pg``: :math:`\theta_{t+1} = \theta_t + \gamma_t g_t/\|g_t\|`.
@@ -22,7 +22,7 @@ Each iteration :math:`t` (schedules :math:`\gamma_t,\eta_t` from
   :math:`\theta_t`; :math:`u_t\approx\nabla^2J(\hat\theta_t)v_t` at
   :math:`\hat\theta_t = q_t\theta_t + (1-q_t)\theta_{t-1}`, :math:`q_t\sim U[0,1]`,
   :math:`v_t = \theta_t-\theta_{t-1}` (from
-  :func:`estimators.pg_gradients.hessian_vector_estimate`);
+  :func:`polab.estimators.pg_gradients.hessian_vector_estimate`);
   :math:`d_t = (1-\eta_t)(d_{t-1}+u_t) + \eta_t g_t`; step
   :math:`\gamma_t d_t` (HARPG) or :math:`\gamma_t d_t/\|d_t\|` (N-HARPG).
 
@@ -60,7 +60,7 @@ from typing import Iterable
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from theory.pg_sample_complexity import DEFAULT_STEP_SIZE0, METHOD_INFO, METHODS, PGSchedule, pg_schedule
+from polab.theory.pg_sample_complexity import DEFAULT_STEP_SIZE0, METHOD_INFO, METHODS, PGSchedule, pg_schedule
 
 from .checks import check_finite
 

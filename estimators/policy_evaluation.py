@@ -14,7 +14,7 @@ and its increments are
 
 where, for a finite horizon, :math:`V_N` is replaced by the terminal reward
 (the terminal condition :math:`J(T,\cdot)=h` is known). Every estimator is a
-way to make :math:`M` a martingale (theory: :mod:`theory.martingale_pe`):
+way to make :math:`M` a martingale (theory: :mod:`polab.theory.martingale_pe`):
 
 =====================  ===========================================================  ===========================
 estimator              condition solved                                             functions
@@ -43,8 +43,8 @@ Departures from the paper (and why)
   (notes 2.5) writes :math:`w_i(V_{i+1} - V_i - \beta V_i\Delta t_i)`, its
   first-order expansion. With this choice the increments telescope, so the
   discrete ML is *exactly* TD(λ=1) (checked in float64 by
-  :mod:`proofs_checks.martingale_pe_checks`), and the estimators' large-sample
-  limit is the value of the Euler chain (:mod:`theory.diffusion_values`).
+  :mod:`polab.proofs_checks.martingale_pe_checks`), and the estimators' large-sample
+  limit is the value of the Euler chain (:mod:`polab.theory.diffusion_values`).
 - TD(λ) trace: the notes mark the paper's parametrisation of λ as
   unconfirmed; here λ is the decay per unit time, λ=0 is TD(0) (test
   function :math:`w_k\partial_\theta V_k\Delta t_k`, TD(0) up to the constant
@@ -291,7 +291,7 @@ def mean_square_td_error(values, batch: PathBatch, *, beta: float) -> torch.Tens
     r"""Mean-square TD error :math:`\frac1n\sum_p\sum_i \Delta M_i^2/\Delta t_i` (the cautionary objective).
 
     Its minimiser tracks the quadratic variation of :math:`M^\theta`, not the
-    value (:mod:`theory.martingale_pe`, item 4). Returns a scalar tensor.
+    value (:mod:`polab.theory.martingale_pe`, item 4). Returns a scalar tensor.
     """
     dm = martingale_increments(values, batch, beta=beta)
     return (dm * dm / batch.dt).sum(dim=1).mean()
@@ -655,7 +655,7 @@ def mstde_linear(features, batch: PathBatch, *, beta: float, offset=None, covari
     r"""Minimiser of the mean-square TD error :math:`\sum_{p,i}\Delta M_i(\theta)^2/\Delta t_i` (cautionary baseline).
 
     Biased for every mesh: the bias does not vanish as :math:`\Delta t\to0`
-    (:func:`theory.martingale_pe.mstde_brownian_limit`).
+    (:func:`polab.theory.martingale_pe.mstde_brownian_limit`).
     """
     return solve_linear(linear_moments(features, batch, beta=beta, method="mstde", offset=offset, covariance=covariance))
 

@@ -49,8 +49,8 @@ Further sequence-level methods of the LLM-estimators issue are selectable by
 name through the same :func:`scheme_loss` (:data:`METHOD_SCHEMES`, kept
 apart from the paper's comparison set :data:`SAMPLING_SCHEMES`;
 :data:`PREFERENCE_SCHEMES` holds both): CoPG
-(:mod:`estimators.contrastive_pg`), OPA-DPO and GEPO
-(:mod:`estimators.group_preference`), each from reference (offline) or
+(:mod:`polab.estimators.contrastive_pg`), OPA-DPO and GEPO
+(:mod:`polab.estimators.group_preference`), each from reference (offline) or
 policy (on-policy) samples.
 
 References
@@ -492,7 +492,7 @@ def _method_schemes() -> dict[str, SamplingScheme]:
 
 #: Sequence-level preference methods of the seeds beyond the paper's comparison, by name:
 #: {offline, on-policy} x {copg, opa-dpo, gepo}. Not in SAMPLING_SCHEMES, whose keys are the
-#: methods Tajwar et al. compare (proofs_checks.mode_seeking_checks iterates over them).
+#: methods Tajwar et al. compare (polab.proofs_checks.mode_seeking_checks iterates over them).
 METHOD_SCHEMES: dict[str, SamplingScheme] = _method_schemes()
 
 #: Every scheme :func:`scheme_loss` accepts by name.
@@ -521,17 +521,17 @@ def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids
     pairing, min_reward_gap
         Passed to :func:`preference_pairs` (DPO, IPO and OPA-DPO pairs).
     copg_scale
-        ``scale`` of :func:`estimators.contrastive_pg.copg_loss` (CoPG uses every
+        ``scale`` of :func:`polab.estimators.contrastive_pg.copg_loss` (CoPG uses every
         within-group pair, ties included, and ``beta``).
     opa_anchor, opa_anchor_value, opa_anchor_coef
-        Anchor of :func:`estimators.group_preference.opa_dpo_sequence_loss`
+        Anchor of :func:`polab.estimators.group_preference.opa_dpo_sequence_loss`
         (defaults: the authors' ``run/train_opa_dpo.sh``, mDPO anchor at 0 with
         coefficient 1); OPA-DPO also uses ``beta`` and ``label_smoothing``.
     gepo_consistency_coef, gepo_margin, gepo_threshold
-        :func:`estimators.group_preference.gepo_loss`'s :math:`\\lambda` and
+        :func:`polab.estimators.group_preference.gepo_loss`'s :math:`\\lambda` and
         :math:`\\gamma`; a response counts as "equivalent" when its reward is
         above its group's mean, or at least ``gepo_threshold`` when given
-        (:func:`estimators.group_preference.split_by_reward`).
+        (:func:`polab.estimators.group_preference.split_by_reward`).
 
     Returns
     -------

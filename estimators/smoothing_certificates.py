@@ -12,13 +12,13 @@ of a policy smoothed by Gaussian observation noise of scale :math:`\sigma`
   correction over a threshold grid fixed before seeing the data;
 * the certified lower bound on the attacked expected total reward,
   :math:`a + \sum_k (t_k-t_{k-1})\Phi(\Phi^{-1}(\underline p_k)-B/\sigma)`,
-  eq. (2) of :mod:`theory.policy_smoothing`, which holds against every
+  eq. (2) of :mod:`polab.theory.policy_smoothing`, which holds against every
   adaptive adversary of total :math:`\ell_2` budget :math:`B` with
   probability at least :math:`1-\alpha` over the :math:`n` episodes;
-* certified percentiles, eq. (3) of :mod:`theory.policy_smoothing`.
+* certified percentiles, eq. (3) of :mod:`polab.theory.policy_smoothing`.
 
 The per-budget arithmetic is the same formula as
-:func:`theory.policy_smoothing.certified_expected_reward`, written here in
+:func:`polab.theory.policy_smoothing.certified_expected_reward`, written here in
 torch so that it follows the inputs' device and dtype and runs for
 :math:`10^6` returns and 100 budgets in one matrix product
 (``benchmarks/smoothing_certificates.py``); the tests check the two against
@@ -187,7 +187,7 @@ def _like(x, r: torch.Tensor, *, name: str) -> torch.Tensor:
     """``x`` as a 1-d tensor in ``r``'s dtype and device.
 
     Python lists and numpy arrays go through float64 numpy first:
-    ``torch.as_tensor([0.1])`` (and so ``estimators.checks.as_tensor``) makes a
+    ``torch.as_tensor([0.1])`` (and so ``polab.estimators.checks.as_tensor``) makes a
     float32 tensor, which would round a budget of 0.1 to 0.10000000149.
     """
     if not isinstance(x, torch.Tensor):
@@ -299,7 +299,7 @@ def _percentiles(t: torch.Tensor, z: torch.Tensor, shift: torch.Tensor, levels: 
     (:math:`\Phi` is increasing), so the certified percentile is the largest
     threshold among those with :math:`z_k` above a cut: a suffix maximum of the
     thresholds sorted by :math:`z`, read off by binary search. Shapes: t, z [m],
-    shift [K], levels [L] -> [L, K]. :func:`theory.policy_smoothing.certified_percentile`
+    shift [K], levels [L] -> [L, K]. :func:`polab.theory.policy_smoothing.certified_percentile`
     uses the same comparison.
     """
     z_sorted, order = torch.sort(z)
@@ -375,7 +375,7 @@ def certify_returns(
     -----
     Validity: with probability :math:`\ge 1-\alpha` every
     :math:`\underline p_k \le P_{clean}[R\ge t_k]`; then (2) of
-    :mod:`theory.policy_smoothing` applies at every budget. Cost
+    :mod:`polab.theory.policy_smoothing` applies at every budget. Cost
     :math:`O(n\log n + K m + L K\log m)`, memory :math:`O(m + 2^{22})` (budgets in
     chunks); ``benchmarks/smoothing_certificates.py`` times it.
     """

@@ -32,7 +32,7 @@ clipped surrogate on those tokens.
 
 Invariances (tested): one segment per response with :math:`\hat V(s_0)` the
 group-mean reward gives :math:`A = r - \bar r_g`, i.e. Dr.GRPO
-(:func:`estimators.advantages.dr_grpo_advantages`); a depth-one tree is
+(:func:`polab.estimators.advantages.dr_grpo_advantages`); a depth-one tree is
 Dr.GRPO (``scale="none"``) or GRPO (``scale="group"``).
 
 Notes
@@ -334,7 +334,7 @@ def spo_policy_loss(
 
     with :math:`A_{k(t)}` the advantage of token :math:`t`'s segment
     (``aggregation="token-mean"``; other modes of
-    :func:`estimators.policy_loss.aggregate` apply to the masked tokens).
+    :func:`polab.estimators.policy_loss.aggregate` apply to the masked tokens).
 
     Parameters
     ----------
@@ -345,7 +345,7 @@ def spo_policy_loss(
         :math:`\rho` (0.9 is our default, unconfirmed). ``None`` turns the
         probability mask off (every response token carries its segment's advantage).
     clip_low, clip_high, aggregation, max_length, ref_logp, kl_coef
-        As in :func:`estimators.policy_loss.ppo_clip_loss`.
+        As in :func:`polab.estimators.policy_loss.ppo_clip_loss`.
 
     Returns
     -------

@@ -21,19 +21,19 @@
 # advantage. This notebook reproduces, with the library's own code:
 #
 # 1. the closed form of the mean |GRPO advantage| of a group of binary rewards
-#    (`theory.learnability`), against the core estimator
-#    `estimators.advantages.group_advantages` on every group (dots);
+#    (`polab.theory.learnability`), against the core estimator
+#    `polab.estimators.advantages.group_advantages` on every group (dots);
 # 2. its expectation when the number of successes is Binomial(G, p), the
 #    large-group limit $2\sqrt{p(1-p)}$, the RLOO analogue $2p(1-p)$ and the
 #    chance $p^G + (1-p)^G$ that a group carries no signal;
 # 3. the Monte Carlo, symbolic and scheduler checks of
-#    `proofs_checks.learnability_checks`;
-# 4. the synthetic benchmark of `proofs_checks.curriculum_benchmark`: DUMP
+#    `polab.proofs_checks.learnability_checks`;
+# 4. the synthetic benchmark of `polab.proofs_checks.curriculum_benchmark`: DUMP
 #    against uniform sampling on six Bernoulli "distributions" (two easy, two
 #    hard, two unlearnable).
 #
 # The bound $\|\nabla J_d\| \le \Gamma\,\mathbb{E}|A|$ that motivates DUMP is
-# derived in the docstring of `theory.learnability`; the exact wording of the
+# derived in the docstring of `polab.theory.learnability`; the exact wording of the
 # paper's Theorem 3.1 is unconfirmed (see that docstring). Nothing is written
 # to disk: figures are shown inline.
 
@@ -41,21 +41,21 @@
 import numpy as np
 import matplotlib.pyplot as plt
 
-from theory.learnability import (
+from polab.theory.learnability import (
     expected_mean_abs_group_advantage,
     expected_mean_abs_rloo_advantage,
     mean_abs_advantage_limit,
     mean_abs_group_advantage,
     zero_variance_probability,
 )
-from proofs_checks.learnability_checks import (
+from polab.proofs_checks.learnability_checks import (
     check_binomial_expectation,
     check_enumeration,
     check_stationary_allocation,
     derive_symbolically,
     enumerated_mean_abs_advantage,
 )
-from proofs_checks.curriculum_benchmark import BenchmarkConfig, DEFAULT_SEEDS, run_benchmark
+from polab.proofs_checks.curriculum_benchmark import BenchmarkConfig, DEFAULT_SEEDS, run_benchmark
 
 rng = np.random.default_rng(20250415)  # the notebook's only seed for numpy-side randomness
 
@@ -168,7 +168,7 @@ print("  softmax(m/tau)          ", st.softmax_of_means.round(4), f" TV {st.tv_t
 # prompts from the scheduler, 8 responses each, computes GRPO advantages, feeds
 # the scheduler and takes the exact REINFORCE step on the drawn logits. The
 # target is a mean success of 0.8 over the *learnable* distributions. See the
-# docstring of `proofs_checks.curriculum_benchmark` for the full model.
+# docstring of `polab.proofs_checks.curriculum_benchmark` for the full model.
 
 # %%
 cfg = BenchmarkConfig()

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from proofs_checks.martingale_pe_checks import (
+from polab.proofs_checks.martingale_pe_checks import (
     check_identities,
     check_mesh_rate,
     check_mstde_bias,
@@ -37,8 +37,8 @@ from proofs_checks.martingale_pe_checks import (
     check_td_lambda_interpolation,
     derive_symbolically,
 )
-from theory.diffusion_values import ou_euler_value, ou_value_coefficients
-from theory.martingale_pe import ou_euler_bias_coefficients
+from polab.theory.diffusion_values import ou_euler_value, ou_value_coefficients
+from polab.theory.martingale_pe import ou_euler_bias_coefficients
 
 torch.set_num_threads(1)
 

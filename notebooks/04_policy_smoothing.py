@@ -30,8 +30,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from estimators.smoothing_certificates import certify_returns
-from proofs_checks.smoothing_checks import (
+from polab.estimators.smoothing_certificates import certify_returns
+from polab.proofs_checks.smoothing_checks import (
     check_coverage,
     check_half_space_identity,
     check_linear_worst_case,
@@ -40,7 +40,7 @@ from proofs_checks.smoothing_checks import (
     compounding_errors_problem,
     return_distribution,
 )
-from theory.policy_smoothing import adaptive_np_bound, certified_expected_reward
+from polab.theory.policy_smoothing import adaptive_np_bound, certified_expected_reward
 
 rng = np.random.default_rng(20220425)
 

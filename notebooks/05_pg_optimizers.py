@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from proofs_checks.pg_optimizer_checks import (
+from polab.proofs_checks.pg_optimizer_checks import (
     BANDIT_CONVERGENCE_FRACTION,
     FITTED_METHODS,
     LQR_CONVERGENCE_FRACTION,
@@ -44,8 +44,8 @@ from proofs_checks.pg_optimizer_checks import (
     lqr_run,
     preset_run,
 )
-from proofs_checks.pg_toy_problems import default_bandit_task, default_lqr_task
-from theory.fisher_nondegeneracy import fisher_spectrum, gaussian_linear_fisher, softmax_fisher
+from polab.proofs_checks.pg_toy_problems import default_bandit_task, default_lqr_task
+from polab.theory.fisher_nondegeneracy import fisher_spectrum, gaussian_linear_fisher, softmax_fisher
 
 torch.set_num_threads(1)
 rng = np.random.default_rng(20230201)

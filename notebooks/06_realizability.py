@@ -26,8 +26,8 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from proofs_checks.finite_mdp_families import random_instance, two_state_instance
-from proofs_checks.realizability_checks import (
+from polab.proofs_checks.finite_mdp_families import random_instance, two_state_instance
+from polab.proofs_checks.realizability_checks import (
     check_amplification,
     check_bound_validity,
     check_incompleteness_brute_force,

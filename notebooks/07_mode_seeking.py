@@ -18,21 +18,21 @@
 # tanh(Cauchy(-0.7, 0.4)) (exact bin probabilities here), and rewards exp(-((a - c)/10)^2) peaked at
 # c = 70 (far from the reference's mass) or c = 20 (near it).
 #
-# Everything below calls `theory.mode_seeking`, `estimators.preference_losses` and
-# `proofs_checks.mode_seeking_checks`; the notebook defines no library logic.
+# Everything below calls `polab.theory.mode_seeking`, `polab.estimators.preference_losses` and
+# `polab.proofs_checks.mode_seeking_checks`; the notebook defines no library logic.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
-from proofs_checks.mode_seeking_checks import (
+from polab.proofs_checks.mode_seeking_checks import (
     check_gradients,
     didactic_claims,
     mass_relocation_table,
     population_dynamics,
     sampled_comparison,
 )
-from theory.mode_seeking import REWARD_CENTERS, best_of_n_distribution, bump_reward, reference_policy, tilted_optimum
+from polab.theory.mode_seeking import REWARD_CENTERS, best_of_n_distribution, bump_reward, reference_policy, tilted_optimum
 
 ref = reference_policy()
 bins = np.arange(ref.size)
@@ -48,7 +48,7 @@ plt.show()
 # %% [markdown]
 # ## 1. Exact gradients agree with autograd
 # Forward KL, reverse KL, the reward-tilted reverse KL, best-of-N with every negative-gradient variant,
-# DPO, conservative DPO and IPO: closed forms of `theory.mode_seeking` against autograd of the
+# DPO, conservative DPO and IPO: closed forms of `polab.theory.mode_seeking` against autograd of the
 # estimators' losses averaged exactly over all sample tuples (float64).
 
 # %%

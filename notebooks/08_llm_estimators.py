@@ -23,9 +23,9 @@
 # 1. **CoPG** (contrastive policy gradient): on a 10-armed bandit, minimising
 #    the exact population loss drives the policy to
 #    $\pi^* \propto \pi_{ref} e^{R/\beta}$ *whatever distribution the pairs
-#    are sampled from* (`estimators.contrastive_pg.copg_bandit_objective`);
+#    are sampled from* (`polab.estimators.contrastive_pg.copg_bandit_objective`);
 #    off-policy PG without importance weights does not.
-# 2. **Plackett–Luce rankings by Gumbel-sort** (`estimators.ranking_pg`): the
+# 2. **Plackett–Luce rankings by Gumbel-sort** (`polab.estimators.ranking_pg`): the
 #    sampler's ranking frequencies match the exact enumerated probabilities.
 
 # %%
@@ -35,8 +35,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from estimators.contrastive_pg import copg_bandit_objective, copg_optimal_policy
-from estimators.ranking_pg import gumbel_sort_rankings, plackett_luce_table
+from polab.estimators.contrastive_pg import copg_bandit_objective, copg_optimal_policy
+from polab.estimators.ranking_pg import gumbel_sort_rankings, plackett_luce_table
 
 torch.set_default_dtype(torch.float64)
 

@@ -16,7 +16,7 @@ runs:
 2. each prompt gets a group of ``group_size`` (:math:`G`) binary rewards
    :math:`o_i\sim\mathrm{Bernoulli}(p_j)`;
 3. GRPO advantages :math:`A_i` are computed per group by
-   :func:`estimators.advantages.group_advantages` (verl convention: unbiased
+   :func:`polab.estimators.advantages.group_advantages` (verl convention: unbiased
    std, :math:`\epsilon = 10^{-6}`);
 4. the scheduler is fed ``update(sources, advantages)``, one entry per response;
 5. each *sampled learnable* distribution takes a REINFORCE step on its logit,
@@ -52,11 +52,11 @@ instead of 33%. With ``B = 1`` the two aggregations coincide.
 For one group with :math:`k` successes :math:`\sum_i A_i(o_i-p) = \sum_i A_i o_i
 = k(1-q)/(s+\epsilon)` because :math:`\sum_i A_i = 0`; per response this is
 :math:`q(1-q)/(s+\epsilon) = \frac12\overline{|A|}` of
-:mod:`theory.learnability`. So in this model a group's learning progress is
+:mod:`polab.theory.learnability`. So in this model a group's learning progress is
 *exactly* half its mean absolute advantage (always :math:`\ge 0`: with binary
 rewards GRPO only ever raises the success probability): DUMP's learnability
 signal is the step size itself, which is the premise of the DUMP argument
-(bound (1) of :mod:`theory.learnability`) made exact.
+(bound (1) of :mod:`polab.theory.learnability`) made exact.
 
 Target and measurement
 ----------------------
@@ -86,11 +86,11 @@ default budget stops before that reaches 1/K.
 The test is a one-sided paired Wilcoxon signed-rank test (pairs are runs
 with the same seed) of "DUMP needs fewer samples", at :math:`\alpha = 0.01`.
 Measured on the default setting and ``DEFAULT_SEEDS`` (24 seeds;
-``python -m proofs_checks.curriculum_benchmark``): median samples to target
+``python -m polab.proofs_checks.curriculum_benchmark``): median samples to target
 9,648 (DUMP) and 13,632 (uniform), median per-seed ratio 0.718, p = 9.1e-6;
 DUMP needed fewer samples in every seed.
 
-Run ``python -m proofs_checks.curriculum_benchmark`` for a report.
+Run ``python -m polab.proofs_checks.curriculum_benchmark`` for a report.
 
 References
 ----------
@@ -113,8 +113,8 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from estimators.advantages import group_advantages
-from estimators.curriculum import DumpScheduler, UniformScheduler
+from polab.estimators.advantages import group_advantages
+from polab.estimators.curriculum import DumpScheduler, UniformScheduler
 
 __all__ = [
     "BenchmarkConfig",
@@ -290,7 +290,7 @@ def simulate(kind: Literal["dump", "uniform"], config: BenchmarkConfig, *, seeds
 
     The seeds' runs are independent; they are advanced in lock-step so that
     the advantages of all seeds are computed by one
-    :func:`~estimators.advantages.group_advantages` call per step. Seed
+    :func:`~polab.estimators.advantages.group_advantages` call per step. Seed
     ``s`` owns ``numpy.random.default_rng(s)`` (rewards) and
     ``torch.Generator().manual_seed(s)`` (the scheduler's draws); the same
     seed gives the same run whatever other seeds are simulated alongside.
@@ -430,7 +430,7 @@ def run_benchmark(config: BenchmarkConfig | None = None, *, seeds: Sequence[int]
 
 def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     """Command line: run the benchmark and print a short report."""
-    ap = argparse.ArgumentParser(prog="python -m proofs_checks.curriculum_benchmark", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m polab.proofs_checks.curriculum_benchmark", description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=len(DEFAULT_SEEDS), help="number of seeds (0..n-1)")
     ap.add_argument("--aggregation", choices=("distribution", "batch"), default=BenchmarkConfig.aggregation)
     ap.add_argument("--budget-steps", type=int, default=BenchmarkConfig.budget_steps)

@@ -16,7 +16,7 @@ reward is set to :math:`r=(I-\gamma P^\pi)\Phi w^\star`, so that
   which both states move to state 2 (Tsitsiklis & Van Roy 1997's divergence
   example). Its incompleteness factor is known in closed form
   (:func:`two_state_alpha`, derived here and re-derived with sympy in
-  :mod:`proofs_checks.realizability_checks`):
+  :mod:`polab.proofs_checks.realizability_checks`):
 
   .. math::
 
@@ -31,7 +31,7 @@ reward is set to :math:`r=(I-\gamma P^\pi)\Phi w^\star`, so that
   :math:`\alpha`: an incomplete class that fails by a known amount.
 
 Observed rewards are :math:`r(s,a)+\sigma\varepsilon` with Rademacher
-:math:`\varepsilon` (bounded, as the bound of :mod:`theory.realizability` needs).
+:math:`\varepsilon` (bounded, as the bound of :mod:`polab.theory.realizability` needs).
 
 References
 ----------
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from theory.bellman_operators import FiniteMDP, next_policy_features, q_values
+from polab.theory.bellman_operators import FiniteMDP, next_policy_features, q_values
 
 __all__ = [
     "RealizableInstance",

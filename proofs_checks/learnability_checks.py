@@ -1,10 +1,10 @@
-r"""Numerical and symbolic checks of :mod:`theory.learnability` and of DUMP's scheduler.
+r"""Numerical and symbolic checks of :mod:`polab.theory.learnability` and of DUMP's scheduler.
 
 Four checks, each returning a frozen result dataclass:
 
 (a) :func:`check_enumeration`: the closed forms against
-    :func:`estimators.advantages.group_advantages` and
-    :func:`estimators.advantages.rloo_advantages` on every group of binary
+    :func:`polab.estimators.advantages.group_advantages` and
+    :func:`polab.estimators.advantages.rloo_advantages` on every group of binary
     rewards with :math:`G = 2,\dots,64` and :math:`k = 0,\dots,G`, in float64.
 (b) :func:`check_binomial_expectation`: a Monte Carlo mean of the group mean
     :math:`|A|` over groups with :math:`k\sim\mathrm{Bin}(G,p)` against the
@@ -17,7 +17,7 @@ Four checks, each returning a frozen result dataclass:
     fixed arms with known mean :math:`|a|` against the softmax of the known
     means plus the UCB bonus at the realised counts.
 
-Run ``python -m proofs_checks.learnability_checks`` for a short report.
+Run ``python -m polab.proofs_checks.learnability_checks`` for a short report.
 
 References
 ----------
@@ -35,9 +35,9 @@ import sympy as sp
 import torch
 from scipy.stats import binomtest, norm
 
-from estimators.advantages import GRPO_CONVENTIONS, group_advantages, rloo_advantages
-from estimators.curriculum import DumpScheduler, dump_ucb_scores, tempered_softmax
-from theory.learnability import (
+from polab.estimators.advantages import GRPO_CONVENTIONS, group_advantages, rloo_advantages
+from polab.estimators.curriculum import DumpScheduler, dump_ucb_scores, tempered_softmax
+from polab.theory.learnability import (
     binary_group_std,
     expected_mean_abs_group_advantage,
     expected_mean_abs_rloo_advantage,
@@ -108,7 +108,7 @@ class EnumerationCheck:
         Groups enumerated per case, :math:`\sum_G (G+1)`.
     cases : tuple of EnumerationCase
     rloo_max_rel_error : float
-        Against :func:`theory.learnability.mean_abs_rloo_advantage`
+        Against :func:`polab.theory.learnability.mean_abs_rloo_advantage`
         (tolerance ``FLOAT64_RTOL``, absolute where the value is 0).
     passed : bool
     """
@@ -159,9 +159,9 @@ def enumerated_mean_abs_advantage(
 
     The groups are the explicit rewards :math:`(1,\dots,1,0,\dots,0)` with
     :math:`k` ones, passed in one call to
-    :func:`estimators.advantages.group_advantages` (``estimator="grpo"``,
+    :func:`polab.estimators.advantages.group_advantages` (``estimator="grpo"``,
     with ``std`` and ``epsilon``) or
-    :func:`estimators.advantages.rloo_advantages` (``estimator="rloo"``).
+    :func:`polab.estimators.advantages.rloo_advantages` (``estimator="rloo"``).
     These are the "exact enumeration" points plotted against the closed forms.
 
     Parameters
@@ -195,10 +195,10 @@ def check_enumeration(group_sizes=range(2, 65), *, conventions=("verl", "trl", "
     For each std convention (unbiased, population) and each framework epsilon
     (``GRPO_CONVENTIONS``), every group with :math:`G` in ``group_sizes`` and
     :math:`0\le k\le G` successes is passed through
-    :func:`estimators.advantages.group_advantages` in one call, and the group
+    :func:`polab.estimators.advantages.group_advantages` in one call, and the group
     mean of :math:`|A_i|` is compared with
 
-    - the closed form without epsilon, (3) of :mod:`theory.learnability`.
+    - the closed form without epsilon, (3) of :mod:`polab.theory.learnability`.
       Exactly, :math:`\bar A_{code}/\bar A_{(3)} = s/(s+\epsilon)`, so the
       relative error is :math:`\epsilon/(s+\epsilon)\le\epsilon/s`; the
       tolerance is :math:`\epsilon/s + 10^{-10}` (the second term is float64
@@ -207,7 +207,7 @@ def check_enumeration(group_sizes=range(2, 65), *, conventions=("verl", "trl", "
       about :math:`8\times10^{-6}`;
     - the exact-epsilon form (2), tolerance :math:`10^{-10}` relative.
 
-    RLOO (:func:`estimators.advantages.rloo_advantages`) is compared with (4)
+    RLOO (:func:`polab.estimators.advantages.rloo_advantages`) is compared with (4)
     at :math:`10^{-10}` relative.
 
     Parameters
@@ -351,9 +351,9 @@ def check_binomial_expectation(
     rewards are drawn with ``generator``, their GRPO and RLOO advantages are
     computed by the core estimators (one call each), and the mean over groups
     of the within-group mean :math:`|A_i|` is compared with
-    :func:`theory.learnability.expected_mean_abs_group_advantage` (same std
+    :func:`polab.theory.learnability.expected_mean_abs_group_advantage` (same std
     and epsilon, so the expectation is exact) and
-    :func:`theory.learnability.expected_mean_abs_rloo_advantage`.
+    :func:`polab.theory.learnability.expected_mean_abs_rloo_advantage`.
 
     The per-group values are i.i.d. and bounded, so the mean is
     asymptotically normal: the assertion :math:`|z|\le 4` has two-sided level
@@ -439,7 +439,7 @@ class SymbolicDerivation:
         the binomial moment generating function: :math:`2p(1-p)`.
     identities : dict[str, bool]
         Each derived expression equals the closed form of
-        :mod:`theory.learnability` (sympy ``simplify`` of the difference is 0).
+        :mod:`polab.theory.learnability` (sympy ``simplify`` of the difference is 0).
     exact_cases_checked : int
         Small groups (G = 2..8, every k) whose mean |A| was computed in exact
         algebraic arithmetic from explicit 0/1 rewards and matched the closed
@@ -459,7 +459,7 @@ class SymbolicDerivation:
 
 
 def derive_symbolically(*, exact_group_sizes=range(2, 9)) -> SymbolicDerivation:
-    r"""Re-derive the closed forms of :mod:`theory.learnability` with sympy.
+    r"""Re-derive the closed forms of :mod:`polab.theory.learnability` with sympy.
 
     Symbolic part (general :math:`G`, :math:`0<q<1`): with :math:`k = qG`
     successes (deviation :math:`1-q`) and :math:`G-k` failures (deviation
@@ -487,7 +487,7 @@ def derive_symbolically(*, exact_group_sizes=range(2, 9)) -> SymbolicDerivation:
     a_unb = mad / sp.sqrt(var_unb)
     a_pop = mad / sp.sqrt(var_pop)
     a_rloo = G / (G - 1) * mad
-    # closed forms claimed by theory.learnability
+    # closed forms claimed by polab.theory.learnability
     c_unb = 2 * sp.sqrt(q * (1 - q)) * sp.sqrt((G - 1) / G)
     c_pop = 2 * sp.sqrt(q * (1 - q))
     c_rloo = G / (G - 1) * 2 * q * (1 - q)
@@ -633,7 +633,7 @@ def check_stationary_allocation(
     with a fair random sign :math:`\sigma` and
     :math:`U\sim\mathrm{Uniform}(1-h, 1+h)`, so :math:`\mathbb{E}|a| = m_j`
     and :math:`\mathrm{sd}|a| = m_j h/\sqrt3`. Each step draws ``batch``
-    arms from :class:`estimators.curriculum.DumpScheduler`, feeds their
+    arms from :class:`polab.estimators.curriculum.DumpScheduler`, feeds their
     advantages back, and repeats until ``n_samples`` responses were fed.
 
     Prediction. The scheduler's probabilities are

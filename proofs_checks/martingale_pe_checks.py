@@ -1,14 +1,14 @@
 r"""Verification of the martingale policy-evaluation core against closed forms.
 
-Checks (each returns a frozen result dataclass; ``python -m proofs_checks.martingale_pe_checks``
+Checks (each returns a frozen result dataclass; ``python -m polab.proofs_checks.martingale_pe_checks``
 prints a report):
 
 (a) :func:`derive_symbolically`: sympy substitutes every closed form of
-    :mod:`theory.diffusion_values` into its Feynman–Kac equation, re-derives
+    :mod:`polab.theory.diffusion_values` into its Feynman–Kac equation, re-derives
     the OU coefficients from the ansatz :math:`ax^2+b`, checks the Euler-chain
     values against their one-step equations, expands the OU bias to first
     order in :math:`\Delta t`, and re-derives the MSTDE limit of
-    :mod:`theory.martingale_pe`; the LQ Lyapunov solution is checked by its
+    :mod:`polab.theory.martingale_pe`; the LQ Lyapunov solution is checked by its
     residual in float64.
 (b) :func:`check_identities`: float64 identities of the discretisation
     (ML = TD(λ=1); the TD(λ) surrogate's gradient = the linear TD(λ) update;
@@ -43,7 +43,7 @@ import sympy as sp
 import torch
 from scipy.stats import norm
 
-from estimators.policy_evaluation import (
+from polab.estimators.policy_evaluation import (
     PathBatch,
     online_step_sizes,
     fit_value_function,
@@ -60,7 +60,7 @@ from estimators.policy_evaluation import (
     eligibility_trace,
     values_on_paths,
 )
-from estimators.sde import (
+from polab.estimators.sde import (
     Diffusion,
     brownian_motion,
     euler_maruyama,
@@ -69,7 +69,7 @@ from estimators.sde import (
     ornstein_uhlenbeck,
     uniform_grid,
 )
-from theory.diffusion_values import (
+from polab.theory.diffusion_values import (
     brownian_terminal_value,
     gbm_euler_value,
     gbm_value,
@@ -78,7 +78,7 @@ from theory.diffusion_values import (
     ou_euler_value,
     ou_value_coefficients,
 )
-from theory.martingale_pe import (
+from polab.theory.martingale_pe import (
     DERIVED_MESH_ORDER,
     PATHS_ORDER,
     brownian_quadratic_variation,
@@ -609,7 +609,7 @@ class MstdeBiasCheck:
     ml_theta1, ml_se1 : tuple of float
         ML for comparison.
     limit_theta1 : float
-        :func:`theory.martingale_pe.mstde_brownian_limit`.
+        :func:`polab.theory.martingale_pe.mstde_brownian_limit`.
     z : float
         Bonferroni critical value at ``alpha`` over ``2 * len(meshes)`` assertions.
     alpha : float
@@ -940,10 +940,10 @@ def _module_estimating_functions(mod, batch, *, beta, method, theta):
     w = torch.exp(-beta * batch.times)
     dt = batch.dt
     if method == "ml":
-        from estimators.policy_evaluation import returns_to_go
+        from polab.estimators.policy_evaluation import returns_to_go
         res = returns_to_go(batch, beta=beta) - w[:, :-1] * v[:, :-1]
         return -(dt * res * w[:, :-1] * dv[:, :-1]).sum(1)
-    from estimators.policy_evaluation import martingale_increments
+    from polab.estimators.policy_evaluation import martingale_increments
     dm = martingale_increments(v, batch, beta=beta)
     return -(w[:, :-1] * dv[:, :-1] * dt * dm).sum(1)
 

@@ -1,13 +1,13 @@
-r"""Checks of :mod:`theory.mode_seeking` and :mod:`estimators.preference_losses` on the paper's didactic bandit.
+r"""Checks of :mod:`polab.theory.mode_seeking` and :mod:`polab.estimators.preference_losses` on the paper's didactic bandit.
 
 Five checks, each returning a frozen result dataclass:
 
 (a) :func:`check_gradients`: the closed-form population gradients of
-    :mod:`theory.mode_seeking` against autograd, float64. For best-of-N and
+    :mod:`polab.theory.mode_seeking` against autograd, float64. For best-of-N and
     for the pairwise losses the autograd reference is the *estimator's* loss
-    (:func:`estimators.preference_losses.best_of_n_loss`,
-    :func:`~estimators.preference_losses.dpo_loss`,
-    :func:`~estimators.preference_losses.ipo_loss`) averaged exactly over every
+    (:func:`polab.estimators.preference_losses.best_of_n_loss`,
+    :func:`~polab.estimators.preference_losses.dpo_loss`,
+    :func:`~polab.estimators.preference_losses.ipo_loss`) averaged exactly over every
     possible sample tuple, so the check ties the estimators to the theory.
 (b) :func:`check_reference_policy`: the exact bin probabilities against a
     histogram of :math:`10^6` draws of :math:`\tanh(\mathrm{Cauchy}(-0.7,0.4))`
@@ -25,7 +25,7 @@ Five checks, each returning a frozen result dataclass:
 :func:`didactic_claims` turns (c)-(e) into a list of the paper's qualitative
 claims and whether each held on this instance.
 
-Run ``python -m proofs_checks.mode_seeking_checks`` for a short report.
+Run ``python -m polab.proofs_checks.mode_seeking_checks`` for a short report.
 
 References
 ----------
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from scipy.stats import chisquare
 
-from estimators.preference_losses import (
+from polab.estimators.preference_losses import (
     SAMPLING_SCHEMES,
     best_of_n_loss,
     dpo_loss,
@@ -52,7 +52,7 @@ from estimators.preference_losses import (
     preference_pairs,
     scheme_loss,
 )
-from theory.mode_seeking import (
+from polab.theory.mode_seeking import (
     NUM_BINS,
     REWARD_CENTERS,
     best_of_n_logit_grad,
@@ -127,7 +127,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_gradients(*, generator: np.random.Generator | None = None, num_bins: int = 5, n: int = 3) -> GradientCheck:
-    """Closed forms of :mod:`theory.mode_seeking` against autograd (float64).
+    """Closed forms of :mod:`polab.theory.mode_seeking` against autograd (float64).
 
     Rewards have ties (two pairs of equal values) so the tie rules are
     exercised. Best-of-N and pairwise expectations are exact sums over all
@@ -244,7 +244,7 @@ class ReferenceCheck:
 
 def check_reference_policy(*, num_samples: int = 1_000_000, generator: np.random.Generator | None = None,
                            alpha: float = 1e-3) -> ReferenceCheck:
-    """Exact :func:`theory.mode_seeking.reference_policy` against a sampled histogram (the authors' construction)."""
+    """Exact :func:`polab.theory.mode_seeking.reference_policy` against a sampled histogram (the authors' construction)."""
     rng = generator if generator is not None else np.random.default_rng(0)
     x = np.tanh(-0.7 + 0.4 * rng.standard_cauchy(num_samples))
     counts = np.histogram(x, bins=NUM_BINS, range=(-1.0, 1.0))[0]
@@ -356,7 +356,7 @@ def _adam(theta, grad_fn, steps, lr, record):
 def population_dynamics(reward: str = "far", *, steps: int = 1500, schemes=None, n: int = DIDACTIC["n"],
                         beta_dpo: float = DIDACTIC["beta_dpo"], ipo_target_margin: float = DIDACTIC["ipo_target_margin"],
                         negative_coef: float = DIDACTIC["negative_coef"], lr: float = DIDACTIC["lr"]) -> Dynamics:
-    """Adam on the logits with each scheme's *expected* gradient (closed forms of :mod:`theory.mode_seeking`).
+    """Adam on the logits with each scheme's *expected* gradient (closed forms of :mod:`polab.theory.mode_seeking`).
 
     Offline schemes average over samples of :math:`\\pi_{ref}`, on-policy ones
     over samples of the current policy (held fixed within the step).
@@ -424,9 +424,9 @@ def _batch_loss(sc, rewards, ref_lp, group_ids, *, beta, target_margin, negative
     """The scheme's estimator loss on one fixed batch, as a function of the policy's log-probs.
 
     Pairs (a function of the rewards only) are formed once per batch with
-    :func:`estimators.preference_losses.preference_pairs`; each call then
+    :func:`polab.estimators.preference_losses.preference_pairs`; each call then
     applies the estimator loss unchanged. Equal to
-    :func:`estimators.preference_losses.scheme_loss` on the same tensors
+    :func:`polab.estimators.preference_losses.scheme_loss` on the same tensors
     (tested), without re-pairing at every inner step.
     """
     if sc.loss == "best_of_n":
@@ -451,7 +451,7 @@ def sampled_comparison(reward: str = "far", *, schemes=None, seeds: int = 5, rou
     Each round draws ``groups x n`` actions per seed from the scheme's source
     (``pi_ref`` offline, the current policy on-policy), queries their rewards,
     and takes ``inner_steps`` Adam steps on the estimator loss of those
-    samples (:func:`estimators.preference_losses.scheme_loss`). The seeds are
+    samples (:func:`polab.estimators.preference_losses.scheme_loss`). The seeds are
     independent rows of one logit matrix (Adam is element-wise, and each
     seed's loss touches only its row). The authors' 100 rounds x 15 inner
     steps x 10 contexts x N=10 are the defaults; departures: one context (a

@@ -4,13 +4,13 @@ Checks (each returns a frozen result dataclass):
 
 (a) :func:`check_estimator_unbiasedness`: Monte Carlo means of the core
     gradient estimate and of the Hessian-vector estimate
-    (:func:`estimators.pg_gradients.hessian_vector_estimate`) against the
+    (:func:`polab.estimators.pg_gradients.hessian_vector_estimate`) against the
     exact :math:`\nabla J` and :math:`\nabla^2J\,v`, by Hotelling's
     :math:`T^2` test; plus a negative control (the estimate without its
     score term :math:`\nabla\Phi\,\nabla\log p^\top v`, which is biased) that
     the same test must reject, showing that it has power.
 (b) :func:`check_convergence`: every optimizer of
-    :mod:`estimators.pg_optimizers`, run on many seeds at once, drives the
+    :mod:`polab.estimators.pg_optimizers`, run on many seeds at once, drives the
     exact gap :math:`J^*-J(\theta_t)` down by a fixed factor without
     divergence: on the bandit with single trajectories (all six methods), on
     the LQR with mini-batches of 16 (where single heavy-tailed estimates can
@@ -23,7 +23,7 @@ Checks (each returns a frozen result dataclass):
     :math:`\log(1/\varepsilon)` with a bootstrap-over-seeds interval.
     What is asserted (:data:`ASSERTED_EXPONENTS`): on the gradient norm,
     2.5 (N-PG-IGT) and 2 ((N)-HARPG) within :data:`SLOPE_MARGIN`, the local
-    exponents of :mod:`theory.pg_sample_complexity`, which coincide with the
+    exponents of :mod:`polab.theory.pg_sample_complexity`, which coincide with the
     paper's exponents; on the gap, only the upper-bound direction
     (slope <= 2.5, <= 2): the paper's rates are worst-case bounds, and on this
     bandit (a non-degenerate maximiser, gap ~ gradient norm squared) the gap
@@ -35,12 +35,12 @@ Checks (each returns a frozen result dataclass):
     effect (t^-1/2 against t^-1/3): in longer runs the seed-mean curves
     crossed near 1e4 trajectories, before which vanilla PG was lower.
 
-The problems are those of :mod:`proofs_checks.pg_toy_problems` (LQR with a
+The problems are those of :mod:`polab.proofs_checks.pg_toy_problems` (LQR with a
 Gaussian linear policy, entropy-regularised softmax bandit; both
 Fisher-non-degenerate, both with exact value baselines that keep the
 estimators unbiased).
 
-Run ``python -m proofs_checks.pg_optimizer_checks`` for a short report
+Run ``python -m polab.proofs_checks.pg_optimizer_checks`` for a short report
 (1 min 40 s on one CPU core: user time 97 s, measured 2026-11-25).
 """
 
@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from estimators.pg_gradients import hessian_vector_estimate, policy_gradient
-from estimators.pg_optimizers import PGMethod, PGState, pg_init, pg_query, pg_update
-from theory.pg_sample_complexity import METHOD_INFO
+from polab.estimators.pg_gradients import hessian_vector_estimate, policy_gradient
+from polab.estimators.pg_optimizers import PGMethod, PGState, pg_init, pg_query, pg_update
+from polab.theory.pg_sample_complexity import METHOD_INFO
 
 from .pg_toy_problems import default_bandit_task, default_lqr_task
 
@@ -425,11 +425,11 @@ def _slope(eps: np.ndarray, n: np.ndarray) -> tuple[float, float]:
 
 
 #: What the checks assert about each fitted exponent: (reference, mode), see :class:`SampleComplexityFit`.
-#: Gradient norm: the local exponents of :mod:`theory.pg_sample_complexity` (2.5 for N-PG-IGT, 2 for
+#: Gradient norm: the local exponents of :mod:`polab.theory.pg_sample_complexity` (2.5 for N-PG-IGT, 2 for
 #: (N)-HARPG; they coincide with the paper's global exponents) within :data:`SLOPE_MARGIN`. Gap: the paper's
 #: theorems are upper bounds, and on this bandit (non-degenerate maximiser, J* - J ~ |grad J|^2 / (2h))
 #: the gap falls faster than the worst case, so only the upper-bound direction slope <= exponent is asserted.
-#: Observed at the main seed (``python -m proofs_checks.pg_optimizer_checks``, 256 seeds, 40000 trajectories):
+#: Observed at the main seed (``python -m polab.proofs_checks.pg_optimizer_checks``, 256 seeds, 40000 trajectories):
 #: gradient-norm slopes N-PG-IGT 2.78 (99% CI 2.57..3.01), N-HARPG 2.12 (1.91..2.36), HARPG 1.99 (1.78..2.20),
 #: vanilla 2.60, momentum 2.66; gap slopes 1.35, 1.06, 0.97, 1.08, 1.19. N-PG-IGT's slope is above its
 #: heuristic local exponent 2.5 (and close to plain momentum's), inside the margin only at its edge; that is

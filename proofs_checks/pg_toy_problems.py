@@ -1,6 +1,6 @@
 r"""Two policy-optimization problems with a known optimum and a non-degenerate Fisher, with exact and sampled quantities.
 
-- :class:`LQRTask`: the discounted LQR of :mod:`theory.lqr_policy_gradient`
+- :class:`LQRTask`: the discounted LQR of :mod:`polab.theory.lqr_policy_gradient`
   with a Gaussian linear policy. Exact :math:`J`, :math:`\nabla J`,
   :math:`\nabla^2J\,v` and :math:`K^*` in closed form. Trajectories end with
   probability :math:`1-\gamma` at every step (geometric horizon) and the
@@ -17,11 +17,11 @@ r"""Two policy-optimization problems with a known optimum and a non-degenerate F
   :math:`\ell = \log\pi_\theta(a)`: :math:`\nabla\Phi = (\tilde r - \tau\ell)\nabla\ell`,
   whose mean is :math:`\nabla J` for every :math:`\theta` (the term
   :math:`-\tau\nabla\ell` of the exact score-function gradient has mean
-  zero), as :func:`estimators.pg_gradients.hessian_vector_estimate` requires.
+  zero), as :func:`polab.estimators.pg_gradients.hessian_vector_estimate` requires.
   The optimum is finite and interior because of the entropy term, so the
   pinned-logit Fisher :math:`\mathrm{diag}(p)-pp^\top` is non-degenerate
   on a neighbourhood of the whole optimisation path
-  (:mod:`theory.fisher_nondegeneracy`). Sampling subtracts the exact value
+  (:mod:`polab.theory.fisher_nondegeneracy`). Sampling subtracts the exact value
   :math:`J(\theta_0)` of the sampling point as a baseline (see
   :meth:`SoftmaxBanditTask.sample`; without it normalised single-trajectory
   steps drift away from the optimum).
@@ -33,7 +33,7 @@ r"""Two policy-optimization problems with a known optimum and a non-degenerate F
 Both tasks are vectorised over independent problems: parameters have shape
 [problems, dim] (one row per seed) and one call samples ``batch`` trajectories
 per problem, returning per-trajectory surrogates already divided by
-``batch``, for use with ``reduction="sum"`` in :mod:`estimators.pg_gradients`.
+``batch``, for use with ``reduction="sum"`` in :mod:`polab.estimators.pg_gradients`.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from estimators.pg_gradients import gpomdp_weights, trajectory_log_prob, trajectory_surrogate
-from theory.lqr_policy_gradient import (
+from polab.estimators.pg_gradients import gpomdp_weights, trajectory_log_prob, trajectory_surrogate
+from polab.theory.lqr_policy_gradient import (
     LQRProblem,
     lqr_gradient,
     lqr_hessian_vector,
@@ -120,7 +120,7 @@ class LQRTask:
     def _value_matrices(self, P: np.ndarray) -> np.ndarray:
         r""":math:`P_K` for stable rows, batched: solve :math:`(I - \gamma A_K^\top\otimes A_K^\top)\mathrm{vec}P = \mathrm{vec}M_K`.
 
-        The same Lyapunov equation as :func:`theory.lqr_policy_gradient.lqr_value_matrix`
+        The same Lyapunov equation as :func:`polab.theory.lqr_policy_gradient.lqr_value_matrix`
         (checked against it in the tests), written as one batched linear solve.
         """
         pr = self.problem
@@ -158,7 +158,7 @@ class LQRTask:
         r""":math:`V^K(s) = -s^\top P_Ks - \kappa_K` per row: returns (P [problems, n, n], kappa [problems]).
 
         :math:`\kappa_K = (\gamma\,\mathrm{tr}(P_KC) + \sigma^2\mathrm{tr}R)/(1-\gamma)`, so that
-        :math:`\mathbb{E}V^K(s_0) = J(K)` by (2) of :mod:`theory.lqr_policy_gradient`.
+        :math:`\mathbb{E}V^K(s_0) = J(K)` by (2) of :mod:`polab.theory.lqr_policy_gradient`.
         """
         pr = self.problem
         C = pr.policy_std**2 * pr.B @ pr.B.T + pr.noise_cov

@@ -1,4 +1,4 @@
-r"""Checks of :mod:`theory.realizability`, :mod:`theory.bellman_operators` and :mod:`estimators.ope_linear`.
+r"""Checks of :mod:`polab.theory.realizability`, :mod:`polab.theory.bellman_operators` and :mod:`polab.estimators.ope_linear`.
 
 Each check returns a frozen result dataclass:
 
@@ -28,7 +28,7 @@ Each check returns a frozen result dataclass:
     where the inherent-Bellman-error bound is vacuous at every n and the
     realizability bound is not, from some n on.
 
-Run ``python -m proofs_checks.realizability_checks`` for a short report.
+Run ``python -m polab.proofs_checks.realizability_checks`` for a short report.
 
 References
 ----------
@@ -47,7 +47,7 @@ import torch
 from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest
 
-from estimators.ope_linear import (
+from polab.estimators.ope_linear import (
     expected_transitions,
     fitted_q_evaluation,
     incompleteness_factor_estimate,
@@ -57,7 +57,7 @@ from estimators.ope_linear import (
     minimax_pbe,
     projected_bellman_objective,
 )
-from theory.bellman_operators import (
+from polab.theory.bellman_operators import (
     bellman_operator,
     minimax_objective as population_minimax_objective,
     occupancy,
@@ -68,7 +68,7 @@ from theory.bellman_operators import (
     value_error_from_residual,
     weighted_projection,
 )
-from theory.realizability import (
+from polab.theory.realizability import (
     concentrability,
     feature_scale,
     incompleteness_factor,
@@ -163,7 +163,7 @@ def _rel(a, b):
 
 
 def check_identities(instances, *, num_points: int = 5, generator: np.random.Generator) -> IdentityCheck:
-    """Identities 1-2 of :mod:`theory.bellman_operators` and the estimators' exact versions."""
+    """Identities 1-2 of :mod:`polab.theory.bellman_operators` and the estimators' exact versions."""
     rng = generator
     mm = ls = fq = mx = tel = al = sm = 0.0
     conv = []
@@ -292,7 +292,7 @@ class TwoStateDerivation:
     critical_mu : sympy expression
         Root of :math:`1-\\alpha^2` in :math:`\\mu_1`.
     max_numeric_error : float
-        :func:`two_state_alpha` vs :func:`theory.realizability.incompleteness_factor` on a grid.
+        :func:`two_state_alpha` vs :func:`polab.theory.realizability.incompleteness_factor` on a grid.
     passed : bool
     """
 
@@ -428,7 +428,7 @@ def instance_factors(instance: RealizableInstance):
 
 def check_bound_validity(instance: RealizableInstance, *, num_samples: int, num_draws: int, delta: float,
                          generator: np.random.Generator) -> BoundValidityCheck:
-    """Realised LSTD value error vs :func:`theory.realizability.realizability_bound` over ``num_draws`` data sets."""
+    """Realised LSTD value error vs :func:`polab.theory.realizability.realizability_bound` over ``num_draws`` data sets."""
     a, c, K = instance_factors(instance)
     start = _t(instance.start_features)[None, :]
     errs, bnds = np.empty(num_draws), np.empty(num_draws)

@@ -1,4 +1,4 @@
-r"""Checks of :mod:`theory.policy_smoothing` and :mod:`estimators.smoothing_certificates`.
+r"""Checks of :mod:`polab.theory.policy_smoothing` and :mod:`polab.estimators.smoothing_certificates`.
 
 Each check returns a frozen result dataclass with a ``passed`` flag:
 
@@ -34,7 +34,7 @@ Each check returns a frozen result dataclass with a ``passed`` flag:
     at least :math:`1-\alpha` of the repetitions (exact one-sided binomial
     test), and its gap to the exact optimal adaptive attack is reported.
 
-Run ``python -m proofs_checks.smoothing_checks`` for a short report.
+Run ``python -m polab.proofs_checks.smoothing_checks`` for a short report.
 
 References
 ----------
@@ -54,8 +54,8 @@ from scipy import integrate
 from scipy.special import ndtr, ndtri
 from scipy.stats import binomtest
 
-from estimators.smoothing_certificates import certify_returns
-from theory.policy_smoothing import (
+from polab.estimators.smoothing_certificates import certify_returns
+from polab.theory.policy_smoothing import (
     adaptive_np_bound,
     certified_expected_reward,
     half_space_probability,
@@ -559,7 +559,7 @@ def check_coverage(
     alpha: float = 0.1, budgets=(0.0, 0.2, 0.5, 1.0), sigma: float = 0.5, test_alpha: float = 0.01,
     generator: np.random.Generator,
 ) -> CoverageCheck:
-    r"""Coverage of :func:`estimators.smoothing_certificates.certify_returns` over repeated samples.
+    r"""Coverage of :func:`polab.estimators.smoothing_certificates.certify_returns` over repeated samples.
 
     Each repetition draws :math:`n` returns from the exact clean law of
     ``problem`` (default :func:`compounding_errors_problem`), certifies at

@@ -1,11 +1,11 @@
 """The ``polab`` command line.
 
-- ``polab train ALGO ...``: a trainer from ``scaled.trainers`` (a module defining
+- ``polab train ALGO ...``: a trainer from ``polab.scaled.trainers`` (a module defining
   ``add_cli(subparsers)``), e.g. ``polab train grpo`` (GRPO with a DUMP or uniform curriculum);
-- ``polab run NAME ...``: an experiment from ``scaled.experiments`` (``polab run --list``);
+- ``polab run NAME ...``: an experiment from ``polab.scaled.experiments`` (``polab run --list``);
 - ``polab models``: the model names polab understands.
 
-Multi-process: ``torchrun --nproc_per_node N -m scaled.cli train grpo ...``.
+Multi-process: ``torchrun --nproc_per_node N -m polab.scaled.cli train grpo ...``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ __all__ = ["main"]
 
 
 def _trainer_modules() -> list[str]:
-    """Modules of scaled.trainers that define ``add_cli(subparsers)`` (found automatically)."""
+    """Modules of polab.scaled.trainers that define ``add_cli(subparsers)`` (found automatically)."""
     from . import trainers
 
     names = []
     for m in pkgutil.iter_modules(trainers.__path__):
         if m.name.startswith("_"):
             continue
-        spec = importlib.util.find_spec(f"scaled.trainers.{m.name}")
+        spec = importlib.util.find_spec(f"polab.scaled.trainers.{m.name}")
         src = spec.loader.get_source(spec.name) if spec and spec.loader else ""
         if src and "def add_cli(" in src:
             names.append(m.name)
@@ -48,7 +48,7 @@ def _run_experiment(args, rest: list[str]) -> int:
     if args.name not in names:
         print(f"polab run: unknown experiment {args.name!r}; available: {', '.join(names) or '(none)'}", file=sys.stderr)
         return 2
-    mod = importlib.import_module(f"scaled.experiments.{args.name.replace('-', '_')}")
+    mod = importlib.import_module(f"polab.scaled.experiments.{args.name.replace('-', '_')}")
     try:
         return int(mod.main(rest) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train a policy")
     tsub = train.add_subparsers(dest="algo", required=True)
     for name in _trainer_modules():
-        mod = importlib.import_module(f"scaled.trainers.{name}")
+        mod = importlib.import_module(f"polab.scaled.trainers.{name}")
         mod.add_cli(tsub)  # each trainer module adds its sub-command and sets func=
     run = sub.add_parser("run", help="run an experiment (polab run --list)")
     run.add_argument("name", nargs="?")

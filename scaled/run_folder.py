@@ -6,7 +6,7 @@ Layout of a run folder::
     metrics.csv          one row per training step
     tensorboard/         the same metrics as TensorBoard scalars
     figures/*.png        plots drawn from metrics.csv
-    checkpoints/         see scaled.checkpoint
+    checkpoints/         see polab.scaled.checkpoint
 """
 
 from __future__ import annotations

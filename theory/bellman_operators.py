@@ -21,7 +21,7 @@ Definitions (standard; see e.g. Sutton & Barto 2018, ch. 9 and 11)
   :math:`\|\Phi w - T^\pi\Phi w\|_\mu`.
 
 Two identities, derived here and checked numerically in
-:mod:`proofs_checks.realizability_checks` (float64, 1e-10 relative):
+:mod:`polab.proofs_checks.realizability_checks` (float64, 1e-10 relative):
 
 1. **Minimax objective = MSPBE** (Pythagoras in :math:`L^2(\mu)`):
    :math:`\|\Phi w - T\Phi w\|_\mu^2 - \min_{w'}\|\Phi w' - T\Phi w\|_\mu^2

@@ -13,7 +13,7 @@ solves the Feynman–Kac equation
 :math:`\partial_t J + b\cdot\nabla J + \tfrac12\operatorname{tr}(\Sigma\Sigma^\top\nabla^2 J) - \beta J + r = 0`,
 :math:`J(T,\cdot)=h` (Jia & Zhou 2022, section 2; project notes
 ``theory_core.md`` 2.2). Each closed form below is obtained by substituting
-an ansatz into that equation; :mod:`proofs_checks.martingale_pe_checks`
+an ansatz into that equation; :mod:`polab.proofs_checks.martingale_pe_checks`
 repeats every substitution in sympy.
 
 Continuous-time values (all **derived here**)
@@ -48,7 +48,7 @@ Continuous-time values (all **derived here**)
 
 Values of the Euler–Maruyama chains (all **derived here**)
 ----------------------------------------------------------
-The discretised estimators of :mod:`estimators.policy_evaluation` (uniform
+The discretised estimators of :mod:`polab.estimators.policy_evaluation` (uniform
 mesh :math:`\Delta t`, left-point rewards, per-step discount
 :math:`e^{-\beta\Delta t}`) converge, as the number of paths grows, to the
 value of the *Euler chain* :math:`X_{i+1} = X_i + b(X_i)\Delta t +
@@ -75,7 +75,7 @@ obtained from :math:`V = r\Delta t + e^{-\beta\Delta t}\mathbb{E}[V(X_1)|X_0]`:
   holds on any grid, so :math:`V_{\Delta t} = J` at every mesh, uniform or not.
 
 Each of these differs from the continuous value by :math:`O(\Delta t)`
-(Taylor expansion of the formulas; see :mod:`theory.martingale_pe` for the
+(Taylor expansion of the formulas; see :mod:`polab.theory.martingale_pe` for the
 rate statement).
 
 References

@@ -1,13 +1,13 @@
 r"""Fisher non-degeneracy of Gaussian linear and softmax policies, in closed form.
 
 The sample complexities of N-PG-IGT and (N)-HARPG (Fatkhullin et al. 2023;
-:mod:`theory.pg_sample_complexity`) assume
+:mod:`polab.theory.pg_sample_complexity`) assume
 
 .. math:: F(\theta) = \mathbb{E}_{s\sim d^{\pi_\theta},\,a\sim\pi_\theta}
           [\nabla\log\pi_\theta(a|s)\,\nabla\log\pi_\theta(a|s)^\top] \succeq \mu_F I.
 
 This module gives :math:`F` and :math:`\lambda_{\min}(F)` for the two policy
-classes used in :mod:`proofs_checks.pg_optimizer_checks` [DERIVED here;
+classes used in :mod:`polab.proofs_checks.pg_optimizer_checks` [DERIVED here;
 checked by Monte Carlo in ``tests/theory/test_fisher_nondegeneracy.py``].
 
 Gaussian linear policy
@@ -26,7 +26,7 @@ second moment :math:`S` is positive definite, which holds uniformly over
 stabilising :math:`K` when the initial or process noise covariance is
 positive definite (:math:`S \succeq (1-\gamma)\Sigma_0`). Here :math:`d^\pi`
 is the normalised discounted occupancy, :math:`S = (1-\gamma)\Sigma_K` with
-:math:`\Sigma_K` of :func:`theory.lqr_policy_gradient.lqr_state_occupancy`.
+:math:`\Sigma_K` of :func:`polab.theory.lqr_policy_gradient.lqr_state_occupancy`.
 
 Softmax policy (bandit)
 -----------------------

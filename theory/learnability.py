@@ -6,10 +6,10 @@ expected absolute advantage of the responses it produces,
 .. math:: L(d) = \mathbb{E}_{x\sim d}\,\mathbb{E}_{o\sim\pi_\theta(\cdot\mid x)}\,|\hat A(o)|,
 
 and samples distributions by a UCB on an estimate of it
-(:class:`estimators.curriculum.DumpScheduler`). This module gives that
+(:class:`polab.estimators.curriculum.DumpScheduler`). This module gives that
 quantity in closed form for binary (0/1) rewards under GRPO and RLOO
 advantages, so that the scheduler's input can be checked against exact
-values (:mod:`proofs_checks.learnability_checks`).
+values (:mod:`polab.proofs_checks.learnability_checks`).
 
 Why mean |advantage| (the DUMP argument)
 -----------------------------------------
@@ -266,7 +266,7 @@ def mean_abs_group_advantage(k, group_size, *, std: StdConvention = "unbiased", 
     std : {"unbiased", "population"}
         Std convention of the normalisation.
     epsilon : float, default 0
-        Added to the std as in :func:`estimators.advantages.group_advantages`
+        Added to the std as in :func:`polab.estimators.advantages.group_advantages`
         (verl 1e-6, TRL 1e-4, OpenRLHF 1e-9). The result is exact for every
         :math:`\epsilon\ge 0`.
 

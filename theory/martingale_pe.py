@@ -3,7 +3,7 @@ r"""Policy evaluation by the martingale approach: characterisation, objectives, 
 Setting (Jia & Zhou 2022, section 2; notes ``theory_core.md`` 2.2): a
 diffusion :math:`dX_s = b(s,X_s)ds + \Sigma(s,X_s)dW_s` under a fixed policy,
 running reward :math:`r`, terminal reward :math:`h`, discount rate
-:math:`\beta\ge0`, value :math:`J(t,x)` as in :mod:`theory.diffusion_values`.
+:math:`\beta\ge0`, value :math:`J(t,x)` as in :mod:`polab.theory.diffusion_values`.
 
 1. Martingale characterisation [paper, TEXT in the notes]
 ---------------------------------------------------------
@@ -54,9 +54,9 @@ finitely many test functions and a way to solve the resulting equations gives:
     Fubini, :math:`\mathbb{E}\int_0^T e^{-\beta t}\partial_\theta J^\theta_t
     (M_T-M_t)dt = \mathbb{E}\int_0^T\big(\int_0^s e^{-\beta t}\partial_\theta
     J^\theta_t dt\big)dM_s`. With the per-step discount used in
-    :mod:`estimators.policy_evaluation` the same identity holds *exactly* in
+    :mod:`polab.estimators.policy_evaluation` the same identity holds *exactly* in
     discrete time (the increments telescope), and
-    :mod:`proofs_checks.martingale_pe_checks` checks it in float64.
+    :mod:`polab.proofs_checks.martingale_pe_checks` checks it in float64.
 
 - **LSTD**: for linear :math:`J^\theta = \theta^\top\phi` the MO equations are
   linear, :math:`\mathbb{E}\sum_i\xi_i(a_i - d_i^\top\theta) = 0`, and are
@@ -92,13 +92,13 @@ convergence rate". The paper's exponent is **unconfirmed** (the notes recall
 it as plausibly :math:`O(\Delta t^{1/2})` in parameter error) and is not used
 as a test threshold.
 
-Derived here, for the discretisation in :mod:`estimators.policy_evaluation`
+Derived here, for the discretisation in :mod:`polab.estimators.policy_evaluation`
 (uniform mesh, left-point rewards, per-step discount
 :math:`e^{-\beta\Delta t}`, Euler–Maruyama paths): as the number of paths
 grows, every consistent MO/ML estimator converges to the value of the Euler
 chain whenever that value lies in the feature span (the MO conditions hold
 exactly for it, for every test function). The Euler-chain values are closed
-forms (:mod:`theory.diffusion_values`) and differ from :math:`J` by
+forms (:mod:`polab.theory.diffusion_values`) and differ from :math:`J` by
 :math:`c_1\Delta t + O(\Delta t^2)`; hence the parameter error is
 **first order**, :data:`DERIVED_MESH_ORDER` = 1, with e.g. for OU
 :math:`\theta_1(\Delta t) - \tfrac1{\beta+2\kappa} = \tfrac{\beta^2/2+2\beta\kappa+\kappa^2}{(\beta+2\kappa)^2}\Delta t + O(\Delta t^2)`
@@ -184,13 +184,13 @@ def ou_euler_bias_coefficients(*, kappa: float, sigma: float, beta: float) -> tu
     r"""First-order coefficients :math:`(c_1, c_2)` with :math:`\theta_j(\Delta t) = \theta_j^* + c_j\Delta t + O(\Delta t^2)` for OU.
 
     :math:`\theta(\Delta t)` is the Euler-chain value
-    (:func:`theory.diffusion_values.ou_euler_value`), :math:`\theta^*` the
+    (:func:`polab.theory.diffusion_values.ou_euler_value`), :math:`\theta^*` the
     continuous one. With :math:`a = 1/(\beta+2\kappa)` and
     :math:`q = \beta^2/2+2\beta\kappa+\kappa^2`: :math:`c_1 = a^2 q`;
     from :math:`\theta_2 = \theta_1\sigma^2\Delta t\,e^{-\beta\Delta t}/(1-e^{-\beta\Delta t})
     = \theta_1\sigma^2(1/\beta - \Delta t/2 + O(\Delta t^2))`,
     :math:`c_2 = \sigma^2(c_1/\beta - a/2)`. Derived here; sympy series in
-    :mod:`proofs_checks.martingale_pe_checks`.
+    :mod:`polab.proofs_checks.martingale_pe_checks`.
     """
     if not (sigma > 0 and beta > 0 and beta + 2 * kappa > 0):
         raise ValueError(f"need sigma > 0, beta > 0, beta + 2 kappa > 0; got {sigma}, {beta}, {kappa}.")

@@ -29,7 +29,7 @@ sampling noise:
    :math:`p = \pi_{ref}` the KL term vanishes and it is :math:`-p\odot A/\beta`.
    (The project notes, §6.3, state :math:`-p\odot A/\beta` without the
    condition :math:`p=\pi_{ref}`; away from the reference the KL term is
-   needed, as :func:`proofs_checks.mode_seeking_checks.check_gradients`
+   needed, as :func:`polab.proofs_checks.mode_seeking_checks.check_gradients`
    shows.)
 4. **Best-of-N maximum likelihood** ("Pref-FT"), with samples from a
    sampling policy :math:`\mu` (:math:`\mu=\pi_{ref}` offline,
@@ -60,7 +60,7 @@ sampling noise:
 Status of each statement
 ------------------------
 - (1)–(5) are derived here from the definitions and checked against
-  autograd in :mod:`proofs_checks.mode_seeking_checks` (float64, 1e-10
+  autograd in :mod:`polab.proofs_checks.mode_seeking_checks` (float64, 1e-10
   relative). Items 1–3 and (1) are also in the project notes
   (``shared/notes/theory_core.md`` §6.3, marked DERIVED there).
 - The setting (100 bins, :math:`\pi_{ref}` the histogram of

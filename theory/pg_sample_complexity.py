@@ -14,7 +14,7 @@ Assumptions (``shared/notes/theory_core.md`` section 4.2; exact constants are
 
 (i) :math:`\|\nabla\log\pi_\theta\|\le M_g`, :math:`\|\nabla^2\log\pi_\theta\|\le M_h`;
 (ii) Fisher non-degeneracy :math:`F(\theta) = \mathbb{E}_{d^{\pi_\theta}}[\nabla\log\pi\,\nabla\log\pi^\top] \succeq \mu_F I`
-     (see :mod:`theory.fisher_nondegeneracy` for Gaussian linear and softmax policies);
+     (see :mod:`polab.theory.fisher_nondegeneracy` for Gaussian linear and softmax policies);
 (iii) compatible function approximation error at most :math:`\varepsilon_{bias}`.
 
 They give the relaxed weak gradient domination inequality
@@ -56,7 +56,7 @@ normalised momentum PG) [RECALL, UNCONFIRMED: read from memory of the
 paper's Table 1, not checked against the PDF].
 
 ``local_exponent`` [DERIVED here, heuristic; checked numerically in
-:mod:`proofs_checks.pg_optimizer_checks`]: near a non-degenerate maximiser
+:mod:`polab.proofs_checks.pg_optimizer_checks`]: near a non-degenerate maximiser
 :math:`J` is locally quadratic, :math:`\nabla J(\theta)\approx -H(\theta-\theta^*)`,
 and the iterates settle where :math:`\|\nabla J(\theta_t)\|` matches the error
 :math:`e_t = d_t - \nabla J(\theta_t)` of the direction:
@@ -85,7 +85,7 @@ and the iterates settle where :math:`\|\nabla J(\theta_t)\|` matches the error
   momentum the lag :math:`\gamma_t/\eta_t` adds a bias of the same order).
 - normalised PG without momentum: no exponent is claimed (``None``).
 
-Measured on the entropy-regularised bandit of :mod:`proofs_checks.pg_optimizer_checks`
+Measured on the entropy-regularised bandit of :mod:`polab.proofs_checks.pg_optimizer_checks`
 (256 seeds, 40000 trajectories; see ``ASSERTED_EXPONENTS`` there): (N)-HARPG
 2.0-2.1 as derived; N-PG-IGT 2.8, above the derived 2.5 and close to plain
 momentum (2.7): the transport argument above is heuristic and its
@@ -123,7 +123,7 @@ __all__ = [
     "predicted_samples",
 ]
 
-#: Every method name understood by :func:`pg_schedule` and :mod:`estimators.pg_optimizers`.
+#: Every method name understood by :func:`pg_schedule` and :mod:`polab.estimators.pg_optimizers`.
 METHODS: tuple[str, ...] = ("vanilla_pg", "normalized_pg", "momentum_pg", "npg_igt", "harpg", "n_harpg")
 
 #: Step size scale gamma_0 of the README example of the authors' code (theory_core.md 4.5).
@@ -140,7 +140,7 @@ class MethodInfo:
     normalized : bool
         Steps :math:`\\gamma_t d_t/\\|d_t\\|` instead of :math:`\\gamma_t d_t`.
     direction : {"gradient", "ema", "igt", "recursive"}
-        How :math:`d_t` is formed (see :mod:`estimators.pg_optimizers`).
+        How :math:`d_t` is formed (see :mod:`polab.estimators.pg_optimizers`).
     trajectory_batches_per_iteration : int
         1, or 2 for (N)-HARPG (gradient batch at :math:`\\theta_t` and Hessian
         batch at the interpolation point) from the second iteration on.

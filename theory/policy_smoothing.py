@@ -58,7 +58,7 @@ the static shift :math:`B u` gives exactly :math:`f_B(p)`
 What (1) does **not** say: an attack that is best among *static* ones for a
 particular policy need not be best among adaptive ones, so a robustness
 analysis restricted to non-adaptive adversaries of the policy at hand is not a
-certificate (:mod:`proofs_checks.smoothing_checks` builds an example where an
+certificate (:mod:`polab.proofs_checks.smoothing_checks` builds an example where an
 adaptive adversary drives a probability below the best static attack, down
 to :math:`f_B(p)`). The notes record that the paper makes this point; its
 exact example is unconfirmed.
@@ -281,7 +281,7 @@ def certified_expected_reward(thresholds, tail_probabilities, *, budget, sigma, 
     tail_probabilities : array, shape [m]
         :math:`\underline p_k \le P_{clean}[R \ge t_k]` (exact tails give the
         population certificate; confidence bounds give the statistical one,
-        :mod:`estimators.smoothing_certificates`).
+        :mod:`polab.estimators.smoothing_certificates`).
     budget : float or array, shape [...]
         Total budget(s) :math:`B \ge 0`.
     sigma : float, > 0

@@ -5,7 +5,7 @@ Setting
 Finite MDP, target policy :math:`\pi`, discount :math:`\gamma`, data
 distribution :math:`\mu` over state-action pairs, linear class
 :math:`\mathcal{Q}=\{\Phi w\}` with features :math:`\phi(s,a)\in\mathbb{R}^d`
-(notation of :mod:`theory.bellman_operators`). Only **realizability** is
+(notation of :mod:`polab.theory.bellman_operators`). Only **realizability** is
 assumed: :math:`Q^\pi = \Phi w^\star`. Bellman completeness
 (:math:`T^\pi\mathcal{Q}\subseteq\mathcal{Q}`) is not.
 
@@ -109,7 +109,7 @@ What is confirmed, reconstructed and derived
   which this module adopts. The paper's exact constants, the power of
   :math:`1/(1-\alpha)`, the order of its statistical term and its exact
   concentrability definition were not available.
-* **Derived here** (and checked in :mod:`proofs_checks.realizability_checks`):
+* **Derived here** (and checked in :mod:`polab.proofs_checks.realizability_checks`):
   the generalised-eigenvalue formulas for :math:`\alpha` and :math:`C_{BE}`,
   the whole bound above with its constants, and the form of the amplification.
   In this derivation the error is amplified by :math:`1/\sqrt{1-\alpha^2}`
@@ -117,7 +117,7 @@ What is confirmed, reconstructed and derived
   needed for a given accuracy grow like :math:`1/(1-\alpha^2)\approx
   1/(2(1-\alpha))`: a :math:`1/(1-\alpha)` amplification of the **sample
   complexity**, consistent with the abstract's wording. The two-state family of
-  :mod:`proofs_checks.finite_mdp_families` shows this power is attained by
+  :mod:`polab.proofs_checks.finite_mdp_families` shows this power is attained by
   LSTD, so the error itself does not grow like :math:`1/(1-\alpha)` there.
   This is not the paper's theorem: it is a fast-rate (:math:`n^{-1/2}`) bound
   specific to linear classes and TD fixed points.

@@ -68,7 +68,7 @@ class CNNActorCritic(nn.Module):
 
 
 def make_actor_critic(spec) -> nn.Module:
-    """The network for an :class:`scaled.control.envs.EnvSpec`."""
+    """The network for an :class:`polab.scaled.control.envs.EnvSpec`."""
     if spec.atari:
         return CNNActorCritic(spec.frame_stack, spec.frame_shape, spec.num_actions)
     return MLPActorCritic(spec.frame_stack * int(math.prod(spec.frame_shape)), spec.num_actions)

@@ -23,7 +23,7 @@ def run_episodes(
     Episodes run ``batch_size`` at a time in one vectorised environment; each
     sub-environment contributes its first episode (later ones, started by the
     autoreset, are ignored). With ``attack_mode`` set, an
-    :class:`~scaled.control.attack.AdaptiveGradientAttack` of total budget
+    :class:`~polab.scaled.control.attack.AdaptiveGradientAttack` of total budget
     ``budget`` perturbs every frame before the smoothing noise is added.
     ``max_steps`` (default ``spec.max_steps``) truncates episodes (smoke tests).
     The network and the noise live on ``device``; environments step on the CPU.

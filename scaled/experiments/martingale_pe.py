@@ -1,16 +1,16 @@
 """``polab run martingale-pe``: martingale policy evaluation at scale (Jia & Zhou 2022).
 
-The verified estimators of :mod:`estimators.policy_evaluation` are called
+The verified estimators of :mod:`polab.estimators.policy_evaluation` are called
 unchanged on two problems:
 
 * ``lq``: a ``d``-dimensional linear system :math:`dX = (A_0X + Bu)dt + \\Sigma dW`
   under the fixed linear feedback :math:`u = Kx` (closed loop
   :math:`A = A_0 + BK`), running reward :math:`-(x^\\top x + \\rho u^\\top u) = x^\\top Qx`,
   discount rate :math:`\\beta`. Paths are simulated in batch by
-  :func:`estimators.sde.euler_maruyama` (on CUDA when present, the same
+  :func:`polab.estimators.sde.euler_maruyama` (on CUDA when present, the same
   function the checks use on CPU). Ground truth: the continuous Lyapunov
-  value :func:`theory.diffusion_values.lq_value`; the Euler-chain value
-  :func:`theory.diffusion_values.lq_euler_value` is the exact large-sample
+  value :func:`polab.theory.diffusion_values.lq_value`; the Euler-chain value
+  :func:`polab.theory.diffusion_values.lq_euler_value` is the exact large-sample
   target of the discretised estimators (reported as ``err_target``).
   Value functions: quadratic features (``d(d+1)/2 + 1`` of them; realisable;
   closed forms ML, LSTD(0), LSTD(1/2), GTD with both weightings, MSTDE, and
@@ -18,7 +18,7 @@ unchanged on two problems:
   (a tanh MLP with a quadratic output head by default, ``neural_head``; see
   :class:`ValueMLP`; the Pendulum part keeps the plain MLP,
   ``pendulum_neural_head``) fitted by gradient ML and semi-gradient TD(0)
-  through :func:`estimators.policy_evaluation.fit_value_function`, for any ``d``.
+  through :func:`polab.estimators.policy_evaluation.fit_value_function`, for any ``d``.
 * ``pendulum``: gymnasium ``Pendulum-v1`` under the fixed feedback
   :math:`u = \\mathrm{clip}(-k_p\\vartheta - k_d\\dot\\vartheta + \\sigma_u\\xi, \\pm2)`
   (:math:`\\xi` standard normal, so the closed loop is a Markov chain with
@@ -73,7 +73,7 @@ import torch
 from scipy.stats import norm
 from tqdm import tqdm
 
-from estimators.policy_evaluation import (
+from polab.estimators.policy_evaluation import (
     PathBatch,
     eligibility_trace,
     fit_value_function,
@@ -83,8 +83,8 @@ from estimators.policy_evaluation import (
     solve_linear,
     td_lambda_online,
 )
-from estimators.sde import euler_maruyama, linear_diffusion, uniform_grid
-from theory.diffusion_values import lq_euler_value, lq_value
+from polab.estimators.sde import euler_maruyama, linear_diffusion, uniform_grid
+from polab.theory.diffusion_values import lq_euler_value, lq_value
 
 from ..checkpoint import atomic_write_text
 from ..run_folder import RunLogger, read_metrics

@@ -1,8 +1,8 @@
 """``polab run pg-optimizers``: N-PG-IGT and (N)-HARPG against PG baselines on gymnasium control tasks.
 
-The optimizers of :mod:`estimators.pg_optimizers` and the estimators of
-:mod:`estimators.pg_gradients` are used unchanged (through
-:class:`estimators.pg_optimizers.PolicyGradientOptimizer`) to train small MLP
+The optimizers of :mod:`polab.estimators.pg_optimizers` and the estimators of
+:mod:`polab.estimators.pg_gradients` are used unchanged (through
+:class:`polab.estimators.pg_optimizers.PolicyGradientOptimizer`) to train small MLP
 policies:
 
 * ``CartPole-v1`` and ``Acrobot-v1``: softmax policy, MLP (32, 32) tanh, as
@@ -15,10 +15,10 @@ policies:
 Each iteration samples a batch of complete episodes from a gymnasium vector
 environment at ``QueryPoints.gradient_point``; the gradient is the GPOMDP
 estimate (``gamma`` = 0.99) with a leave-one-out, time-indexed baseline
-(:func:`estimators.pg_gradients.leave_one_out_baseline` of the per-step
+(:func:`polab.estimators.pg_gradients.leave_one_out_baseline` of the per-step
 return-to-go, which is unbiased because it does not use the episode's own
 actions). (N)-HARPG samples a second batch at ``QueryPoints.hessian_point``
-for :func:`estimators.pg_gradients.hessian_vector_estimate`. All methods get
+for :func:`polab.estimators.pg_gradients.hessian_vector_estimate`. All methods get
 the same budget of environment steps per seed (the Hessian batch counts), so
 learning curves are compared at equal samples: the undiscounted return of the
 gradient-batch episodes against environment steps, the mean over seeds with a
@@ -57,7 +57,7 @@ with a noisy ``B_t``: once ``gamma_t |B_t| > 1`` the direction grows
 geometrically; ``sigma_B`` grows with the episode length, so a step size that is
 stable early (``gamma_0 = 0.001``) diverges once the policy balances for ~80 steps.
 
-``--hessian-clip L`` (:attr:`estimators.pg_optimizers.PGMethod.hessian_clip`,
+``--hessian-clip L`` (:attr:`polab.estimators.pg_optimizers.PGMethod.hessian_clip`,
 off by default) shrinks ``u_t`` to norm ``<= L |v_t|``, the ball that holds
 ``grad J(theta_t) - grad J(theta_{t-1})`` under L-smoothness; it bounds the HARPG
 gain by ``(1-eta_t)(1+gamma_t L)`` and is a biased departure from the paper.
@@ -94,7 +94,7 @@ import torch
 from scipy import stats
 from tqdm import tqdm
 
-from estimators.pg_gradients import (
+from polab.estimators.pg_gradients import (
     discounted_reward_to_go,
     gpomdp_weights,
     hessian_vector_estimate,
@@ -103,8 +103,8 @@ from estimators.pg_gradients import (
     trajectory_log_prob,
     trajectory_surrogate,
 )
-from estimators.pg_optimizers import METHODS, PGMethod, PolicyGradientOptimizer
-from theory.pg_sample_complexity import METHOD_INFO
+from polab.estimators.pg_optimizers import METHODS, PGMethod, PolicyGradientOptimizer
+from polab.theory.pg_sample_complexity import METHOD_INFO
 
 from ..checkpoint import atomic_write_text
 from ..run_folder import RunLogger, read_metrics

@@ -2,7 +2,7 @@
 
 ``polab run preference-sampling [--schemes a,b,...] [--seeds 0,1,2] [--preset cpu-demo] [--steps N] [--out DIR]``
 
-Runs :class:`scaled.trainers.preference.PreferenceTrainer` once per (scheme,
+Runs :class:`polab.scaled.trainers.preference.PreferenceTrainer` once per (scheme,
 seed), each in ``OUT/SCHEME/seed_S`` (same prompts, samples per step and
 reward queries per step for every scheme), then draws
 ``OUT/figures/reward_vs_steps.png``: the policy's reward against steps,

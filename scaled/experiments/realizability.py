@@ -1,14 +1,14 @@
 """``polab run realizability``: linear OPE at scale, with the factors of the realizability bound.
 
-The verified estimators of :mod:`estimators.ope_linear` (LSTD, fitted Q
+The verified estimators of :mod:`polab.estimators.ope_linear` (LSTD, fitted Q
 evaluation, cvxpy minimax) are called unchanged on offline data that polab
 collects itself from gymnasium environments, with random-feature classes:
 
 * ``gridworld``: FrozenLake-v1 (4x4, slippery). Its exact model
   (``env.unwrapped.P``) gives the exact target value through
-  :mod:`theory.bellman_operators`, and the exact incompleteness factor and
+  :mod:`polab.theory.bellman_operators`, and the exact incompleteness factor and
   Bellman-transfer concentrability of the feature class with respect to the
-  empirical data distribution through :mod:`theory.realizability`. Feature rows of
+  empirical data distribution through :mod:`polab.theory.realizability`. Feature rows of
   terminal states are zero, so the exact model and the sampled data (no
   bootstrap after termination) describe the same problem.
 * ``cartpole``: CartPole-v1 (deterministic dynamics, so the plug-in
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from estimators.ope_linear import (
+from polab.estimators.ope_linear import (
     concentrability_estimate,
     fitted_q_evaluation,
     incompleteness_factor_estimate,
@@ -54,8 +54,8 @@ from estimators.ope_linear import (
     lstd_q,
     minimax_pbe,
 )
-from theory.bellman_operators import FiniteMDP, policy_value, q_values, weighted_projection
-from theory.realizability import concentrability, incompleteness_factor
+from polab.theory.bellman_operators import FiniteMDP, policy_value, q_values, weighted_projection
+from polab.theory.realizability import concentrability, incompleteness_factor
 
 from ..checkpoint import atomic_write_text
 from ..run_folder import RunLogger, read_metrics

@@ -4,15 +4,15 @@ For each environment (CartPole, MountainCar; Atari Pong and Freeway as
 GPU-scale configurations) the run
 
 1. trains a PPO policy under Gaussian observation noise
-   (:mod:`scaled.control.ppo`; cached in the run folder's checkpoint, so a
+   (:mod:`polab.scaled.control.ppo`; cached in the run folder's checkpoint, so a
    second run with the same training settings reuses it);
 2. for each smoothing scale sigma, runs ``--certify-episodes`` (default
    10,000) clean smoothed episodes in one vectorised environment and
    certifies the attacked expected return on a grid of total l2 budgets B with
-   :func:`estimators.smoothing_certificates.certify_returns`, unchanged, by DKW
+   :func:`polab.estimators.smoothing_certificates.certify_returns`, unchanged, by DKW
    and by Clopper–Pearson (integer thresholds, Bonferroni);
 3. attacks the smoothed policy with the adaptive gradient attack of
-   :mod:`scaled.control.attack` (modes ``uniform`` and ``critical``) at each
+   :mod:`polab.scaled.control.attack` (modes ``uniform`` and ``critical``) at each
    attack budget, and the undefended policy (sigma = 0) too, and records the
    attacked mean returns next to the certificate.
 
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from estimators.smoothing_certificates import certify_returns
+from polab.estimators.smoothing_certificates import certify_returns
 
 from ..checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from ..control.attack import ATTACK_MODES

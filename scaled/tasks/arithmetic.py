@@ -1,11 +1,11 @@
 """Procedurally generated integer addition, one distribution per number of digits.
 
 A verifiable task with a binary reward, so its learnability follows the
-closed form in :mod:`theory.learnability` exactly: a group of G responses with
+closed form in :mod:`polab.theory.learnability` exactly: a group of G responses with
 k correct has mean |advantage| 2 sqrt(q(1-q)) sqrt((G-1)/G), q = k/G. Small
 models solve one-digit sums sometimes and long sums almost never, which makes
 it the CPU stand-in for DUMP's easy/hard distributions (the Knights-and-Knaves
-task of :mod:`scaled.tasks.knights_knaves` is the paper's own).
+task of :mod:`polab.scaled.tasks.knights_knaves` is the paper's own).
 """
 
 from __future__ import annotations

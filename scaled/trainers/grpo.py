@@ -2,17 +2,17 @@ r"""GRPO trainer with a distribution-level curriculum (DUMP or uniform).
 
 One training step composes, in order:
 
-1. the curriculum scheduler (:mod:`estimators.curriculum`) draws the
+1. the curriculum scheduler (:mod:`polab.estimators.curriculum`) draws the
    distribution of each prompt of the global batch;
 2. the task draws a puzzle from each distribution;
-3. :func:`scaled.rollout.generate_rollouts` samples ``samples_per_prompt``
+3. :func:`polab.scaled.rollout.generate_rollouts` samples ``samples_per_prompt``
    responses per prompt;
 4. the task scores each response;
-5. :mod:`estimators.advantages` turns rewards into group-relative advantages
+5. :mod:`polab.estimators.advantages` turns rewards into group-relative advantages
    (groups = prompts);
-6. :func:`estimators.policy_loss.ppo_clip_loss` gives the loss, which is
+6. :func:`polab.estimators.policy_loss.ppo_clip_loss` gives the loss, which is
    backpropagated (micro-batched, weighted by
-   :func:`estimators.policy_loss.aggregation_weight` so that micro-batching
+   :func:`polab.estimators.policy_loss.aggregation_weight` so that micro-batching
    and data parallelism reproduce the full-batch loss exactly);
 7. per-response advantages and their sources are gathered from all ranks and
    fed to ``scheduler.update`` so that every rank holds the same state.
@@ -20,33 +20,33 @@ One training step composes, in order:
 Methods beyond GRPO, selected by name (the defaults ``advantage="grpo"``,
 ``sample_filter="none"`` run exactly the steps above):
 
-- ``advantage="spo_chain"`` (SPO-chain, :mod:`estimators.spo`): step 5 splits
+- ``advantage="spo_chain"`` (SPO-chain, :mod:`polab.estimators.spo`): step 5 splits
   each response at low-probability cutpoints, estimates the value of every
   segment start by ``spo_mc_samples`` continuations sampled from it (the
   prompt's value is its group's mean reward), gives each segment its value
   gain, and step 6 applies the loss to cutpoint tokens only (probability mask);
 - ``advantage="ppo_gae"`` (PPO with GAE, the recipe of "Unpacking DPO and
-  PPO"; :mod:`estimators.gae`): a critic (:class:`ValueModel`) gives token
+  PPO"; :mod:`polab.estimators.gae`): a critic (:class:`ValueModel`) gives token
   values, the score sits on the last response token (minus the per-token KL
   penalty when ``kl_coef > 0``), GAE advantages are whitened as verl does,
   and the critic takes one clipped value-loss step per batch; with
   ``gae_truncation="bootstrap"`` responses cut at ``max_new_tokens`` are
   bootstrapped with the critic's value there (T-PPO's extended GAE);
-- ``advantage="pcpg"`` (PCPG, :mod:`estimators.reward_shaping`; tasks with a
+- ``advantage="pcpg"`` (PCPG, :mod:`polab.estimators.reward_shaping`; tasks with a
   reference answer, ``task.reference(item) -> str``, e.g. arithmetic): each
   response token's reward is the drop in character edit distance to the
   reference that the characters it adds to the decoded response cause
-  (:func:`~estimators.reward_shaping.edit_distance_step_rewards` on the
+  (:func:`~polab.estimators.reward_shaping.edit_distance_step_rewards` on the
   decoded text, normalised by the reference length, so a response's rewards
   sum to 1 - CER exactly); the token advantages are the per-token weights of
-  the core :func:`~estimators.reward_shaping.pcpg_loss` (rewards and losses
-  pseudo-convolved with :func:`~estimators.reward_shaping.pcpg_kernel`),
+  the core :func:`~polab.estimators.reward_shaping.pcpg_loss` (rewards and losses
+  pseudo-convolved with :func:`~polab.estimators.reward_shaping.pcpg_kernel`),
   read off by autograd: :math:`A_s = -N\,\partial L_{PCPG}/\partial\log\pi_s`
   with :math:`N` the token count, i.e. :math:`A_s = (T^\top\mathbf 1)_s(G_s - b)`
   for the banded Toeplitz matrix :math:`T` of the kernel. The baseline
   :math:`b_t` of token :math:`t` is the leave-one-out mean of :math:`G_t` over
   the other responses of its group that reach position :math:`t`
-  (``pcpg_baseline="loo"``, :func:`~estimators.advantages.rloo_advantages`
+  (``pcpg_baseline="loo"``, :func:`~polab.estimators.advantages.rloo_advantages`
   per position; it does not depend on the response's own tokens, so the
   gradient stays unbiased; a response alone at a position gets advantage 0
   there) or their plain group mean (``"group_mean"``), where :math:`G_t` are
@@ -57,7 +57,7 @@ Methods beyond GRPO, selected by name (the defaults ``advantage="grpo"``,
   (tested). The task reward stays the logged metric; the curriculum sees the
   PCPG advantages;
 - ``sample_filter="pf_ppo_best_worst"`` / ``"pf_ppo_best_random"`` (PF-PPO,
-  :func:`estimators.sample_filters.policy_filtration`): only each prompt's
+  :func:`polab.estimators.sample_filters.policy_filtration`): only each prompt's
   best and worst (or best and one random) response enter the advantage and
   the loss;
 - ``sample_filter="ssb"`` (Skywork R1V2's Selective Sample Buffer): groups
@@ -72,7 +72,7 @@ Replayed samples are trained on as the current policy's (the loss's old
 log-probabilities are recomputed, as verl recomputes them), and replay
 buffers are per rank and saved in checkpoints. GiGPO and POAD/BAD need
 multi-step environments and have core estimators only
-(:mod:`estimators.gigpo`, :mod:`estimators.action_decomposition`).
+(:mod:`polab.estimators.gigpo`, :mod:`polab.estimators.action_decomposition`).
 
 The core functions are called unchanged. Under ``torchrun`` the model is
 wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU).
@@ -100,13 +100,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from estimators.advantages import broadcast_to_tokens, group_advantages, rloo_advantages, sequence_advantages
-from estimators.curriculum import make_scheduler
-from estimators.gae import clipped_value_loss, extended_gae, kl_shaped_rewards, token_gae
-from estimators.policy_loss import AGGREGATIONS, aggregation_weight, ppo_clip_loss
-from estimators.reward_shaping import edit_distance_step_rewards, pcpg_kernel, pcpg_loss
-from estimators.sample_filters import ARPOReplayBuffer, SelectiveSampleBuffer, policy_filtration
-from estimators.spo import chain_segment_advantages, cutpoint_mask, cutpoint_segments, segment_starts
+from polab.estimators.advantages import broadcast_to_tokens, group_advantages, rloo_advantages, sequence_advantages
+from polab.estimators.curriculum import make_scheduler
+from polab.estimators.gae import clipped_value_loss, extended_gae, kl_shaped_rewards, token_gae
+from polab.estimators.policy_loss import AGGREGATIONS, aggregation_weight, ppo_clip_loss
+from polab.estimators.reward_shaping import edit_distance_step_rewards, pcpg_kernel, pcpg_loss
+from polab.estimators.sample_filters import ARPOReplayBuffer, SelectiveSampleBuffer, policy_filtration
+from polab.estimators.spo import chain_segment_advantages, cutpoint_mask, cutpoint_segments, segment_starts
 
 from .. import distributed as D
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -121,16 +121,16 @@ TASKS = {"kk": KnightsKnavesTask, "arithmetic": ArithmeticTask}
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "PRESETS", "step_seed"]
 
-#: ``--advantage``: group-relative estimators of :mod:`estimators.advantages`, and SPO-chain
-#: (:mod:`estimators.spo`: cutpoint segments, Monte Carlo values at segment starts, probability-mask loss).
+#: ``--advantage``: group-relative estimators of :mod:`polab.estimators.advantages`, and SPO-chain
+#: (:mod:`polab.estimators.spo`: cutpoint segments, Monte Carlo values at segment starts, probability-mask loss).
 #: ``ppo_gae``: PPO with a critic and token-level GAE (the recipe of "Unpacking DPO and PPO";
-#: :mod:`estimators.gae`), truncated responses bootstrapped with T-PPO's extended GAE when
+#: :mod:`polab.estimators.gae`), truncated responses bootstrapped with T-PPO's extended GAE when
 #: ``gae_truncation="bootstrap"``.
 #: ``pcpg``: PCPG's pseudo-convolved edit-distance step rewards (tasks with a reference answer).
 ADVANTAGE_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "grpo_batch_std", "spo_chain", "ppo_gae", "pcpg")
 #: ``pcpg_baseline``: per position t, the leave-one-out or plain group mean of the returns G_t, or none.
 PCPG_BASELINES = ("loo", "group_mean", "none")
-#: ``--sample-filter``: which samples the update sees (:mod:`estimators.sample_filters`).
+#: ``--sample-filter``: which samples the update sees (:mod:`polab.estimators.sample_filters`).
 #: PF-PPO's best-worst / best-random filtration per prompt, Skywork R1V2's Selective Sample
 #: Buffer (zero-variance groups swapped for buffered groups), ARPO's per-task replay of successes.
 SAMPLE_FILTERS = ("none", "pf_ppo_best_worst", "pf_ppo_best_random", "ssb", "arpo")
@@ -159,7 +159,7 @@ class GRPOConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     rollout_engine: str = "shared-prefix"  # "shared-prefix" (polab's KV-cache sampler) or "hf" (transformers generate)
-    shared_prefix_logprobs: bool = True  # one prompt pass per group in the training forward (exact; see scaled.rollout)
+    shared_prefix_logprobs: bool = True  # one prompt pass per group in the training forward (exact; see polab.scaled.rollout)
     # advantage and loss
     advantage: str = "grpo"
     std_convention: str = "verl"
@@ -174,14 +174,14 @@ class GRPOConfig:
     spo_cutpoints_per_segment: int = 2  # the paper's "interval"
     spo_mc_samples: int = 2  # continuations per segment start for its Monte Carlo value
     spo_probability_mask: bool = True  # policy loss on cutpoint tokens only
-    # PPO with GAE (advantage="ppo_gae"); gamma 1 and lambda 0.95 as TRL's PPOConfig (estimators.gae.PPO_RECIPE_DEFAULTS)
+    # PPO with GAE (advantage="ppo_gae"); gamma 1 and lambda 0.95 as TRL's PPOConfig (polab.estimators.gae.PPO_RECIPE_DEFAULTS)
     gae_gamma: float = 1.0
     gae_lambda: float = 0.95
     gae_truncation: str = "terminal"  # "terminal" (PPO) or "bootstrap" (T-PPO's EGAE at the cut)
     gae_kl_in_reward: bool = True  # kl_coef enters the token rewards (the RLHF PPO recipe), not the loss
     value_lr: float = 1e-5
     value_clip: float = 0.2
-    # PCPG (advantage="pcpg"); the kernel size and weights of the paper are unconfirmed (estimators.reward_shaping)
+    # PCPG (advantage="pcpg"); the kernel size and weights of the paper are unconfirmed (polab.estimators.reward_shaping)
     pcpg_kernel_size: int = 3
     pcpg_kernel: str = "uniform"  # "uniform" or "gaussian" (std size/4)
     pcpg_gamma: float = 1.0
@@ -338,8 +338,8 @@ class GRPOTrainer:
     Parameters
     ----------
     config : GRPOConfig
-    dist_info : scaled.distributed.DistInfo, optional
-        Defaults to :func:`scaled.distributed.init_distributed` (single process without torchrun).
+    dist_info : polab.scaled.distributed.DistInfo, optional
+        Defaults to :func:`polab.scaled.distributed.init_distributed` (single process without torchrun).
     """
 
     def __init__(self, config: GRPOConfig, dist_info: D.DistInfo | None = None, *, task=None):
@@ -353,7 +353,7 @@ class GRPOTrainer:
         self.sources = list(self.task.distributions)
         if config.advantage == "pcpg" and not callable(getattr(self.task, "reference", None)):
             raise ValueError("advantage='pcpg' needs a task with a reference answer: task.reference(item) -> str "
-                             "(scaled.tasks.arithmetic.ArithmeticTask has one); choose another advantage for this task.")
+                             "(polab.scaled.tasks.arithmetic.ArithmeticTask has one); choose another advantage for this task.")
         sched_kwargs = {}
         if config.curriculum == "dump":
             sched_kwargs = dict(window=config.dump_window, exploration=config.dump_exploration, temperature=config.dump_temperature, bonus=config.dump_bonus)
@@ -661,7 +661,7 @@ class GRPOTrainer:
         return {"advantages": res.advantages, "returns": res.returns, "values": values, "token_rewards": tok_r}
 
     def _critic_update(self, batch, gae, resp_mask, tot_tokens, tot_seqs, batch_total, mb, n_local) -> dict:
-        """One clipped value-loss pass (estimators.gae.clipped_value_loss), micro-batched like the policy loss."""
+        """One clipped value-loss pass (polab.estimators.gae.clipped_value_loss), micro-batched like the policy loss."""
         cfg, info = self.cfg, self.dist
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss_val = frac_num = 0.0

@@ -8,12 +8,12 @@ One training step composes, in order:
    the reference and consumed once is distributed exactly like these fresh
    draws, so every scheme spends the same number of samples and reward
    queries per step) or the current **policy** (on-policy), with
-   :func:`scaled.rollout.sample_rollouts` and a per-step ``torch.Generator``;
+   :func:`polab.scaled.rollout.sample_rollouts` and a per-step ``torch.Generator``;
 3. score each response with the task's programmatic reward;
 4. sequence log-probabilities under the policy (with grad) and the
-   reference: :func:`scaled.rollout.token_logprobs` then
-   :func:`estimators.preference_losses.sequence_logprobs`;
-5. the loss is :func:`estimators.preference_losses.scheme_loss`, unchanged:
+   reference: :func:`polab.scaled.rollout.token_logprobs` then
+   :func:`polab.estimators.preference_losses.sequence_logprobs`;
+5. the loss is :func:`polab.estimators.preference_losses.scheme_loss`, unchanged:
    DPO / conservative DPO / IPO on within-prompt pairs, or best-of-N with or
    without a negative gradient; or one of ``METHOD_SCHEMES``: CoPG (all
    within-prompt pairs), OPA-DPO (DPO pairs plus the anchor; "offline"
@@ -25,20 +25,20 @@ One training step composes, in order:
 Two further methods of the seeds, selected by name:
 
 - ``pair_labels="ai-feedback"`` (self-reference AI feedback,
-  :mod:`estimators.reward_shaping`): the pairs' labels come from a judge, the
+  :mod:`polab.estimators.reward_shaping`): the pairs' labels come from a judge, the
   frozen **reference** model itself (the policy's own initial weights), not
   from the programmatic reward. Every within-prompt pair (A, B) is shown to
   the judge in both orders under one general principle
   (``judge_principle``); in each order the judge's per-token log-likelihoods
   of two paraphrases of "the first answer is better" and of "the second answer
   is better" give their semantic perplexities
-  (:func:`~estimators.reward_shaping.semantic_perplexity`, paraphrases
+  (:func:`~polab.estimators.reward_shaping.semantic_perplexity`, paraphrases
   pooled), the probability that the first-listed answer is better is
   :math:`p = \mathrm{PPL}_2/(\mathrm{PPL}_1 + \mathrm{PPL}_2)` (the two
   verdicts' per-token likelihoods normalised against each other; our
   reconstruction), the two orders are combined by
-  :func:`~estimators.reward_shaping.order_swap_debias` and the preference
-  strength by :func:`~estimators.reward_shaping.preference_strength` (both
+  :func:`~polab.estimators.reward_shaping.order_swap_debias` and the preference
+  strength by :func:`~polab.estimators.reward_shaping.preference_strength` (both
   orders). The judged winner and loser of each pair form a two-response group
   with rewards :math:`(P(\text{win}), 1 - P(\text{win}))`, which any scheme's
   core loss consumes unchanged (DPO-type schemes see exactly the judged pairs;
@@ -47,19 +47,19 @@ Two further methods of the seeds, selected by name:
   evaluation metric (``policy_reward``), and ``judge_reward_agreement`` logs
   how often the judge agrees with it.
 - ``scheme="offline-direct-advantage-po"`` (Direct Advantage Policy
-  Optimization, the step-level offline method, :mod:`estimators.direct_advantage_po`;
+  Optimization, the step-level offline method, :mod:`polab.estimators.direct_advantage_po`;
   not Yu et al.'s DAPO): responses drawn from the reference are split into
   steps of ``dapo_step_tokens`` tokens (fixed chunks: the length-target task
   has no reasoning lines to split at); a separate critic
-  (:class:`scaled.trainers.grpo.ValueModel`, a copy of the reference with a
+  (:class:`polab.scaled.trainers.grpo.ValueModel`, a copy of the reference with a
   zero-initialised scalar head) is regressed by
-  :func:`~estimators.direct_advantage_po.critic_loss` onto Monte-Carlo targets
-  (:func:`~estimators.direct_advantage_po.mc_value_targets`: for the prompt
+  :func:`~polab.estimators.direct_advantage_po.critic_loss` onto Monte-Carlo targets
+  (:func:`~polab.estimators.direct_advantage_po.mc_value_targets`: for the prompt
   state, the rewards of its group's samples; for a later step boundary,
   ``dapo_mc_samples`` reference continuations from it); then, with the
-  updated critic frozen, :func:`~estimators.direct_advantage_po.step_advantages`
+  updated critic frozen, :func:`~polab.estimators.direct_advantage_po.step_advantages`
   (final state valued by the response's own reward) feed
-  :func:`~estimators.direct_advantage_po.direct_advantage_po_loss` on the step
+  :func:`~polab.estimators.direct_advantage_po.direct_advantage_po_loss` on the step
   log-probabilities (token log-probabilities summed over each step) under the
   policy and the reference. Critic and actor are trained independently (the
   critic sees only reference data and never the actor's loss). This lives in
@@ -79,7 +79,7 @@ offline schemes ``eval_samples_per_prompt`` extra policy samples per prompt
 are drawn for evaluation only (not trained on, not counted in the budget).
 
 Randomness: each step's prompt draw and samplers are seeded from
-``(seed, step)`` by :func:`scaled.trainers.grpo.step_seed`, so a step does not
+``(seed, step)`` by :func:`polab.scaled.trainers.grpo.step_seed`, so a step does not
 depend on what ran before it and a resumed run continues exactly.
 """
 
@@ -96,9 +96,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from estimators.direct_advantage_po import critic_loss, direct_advantage_po_loss, mc_value_targets, step_advantages
-from estimators.preference_losses import PREFERENCE_SCHEMES, scheme_loss, sequence_logprobs
-from estimators.reward_shaping import order_swap_debias, preference_strength, semantic_perplexity
+from polab.estimators.direct_advantage_po import critic_loss, direct_advantage_po_loss, mc_value_targets, step_advantages
+from polab.estimators.preference_losses import PREFERENCE_SCHEMES, scheme_loss, sequence_logprobs
+from polab.estimators.reward_shaping import order_swap_debias, preference_strength, semantic_perplexity
 
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import EMBEDDED_MODEL, load_model
@@ -112,7 +112,7 @@ __all__ = ["PreferenceConfig", "PreferenceTrainer", "PRESETS", "TRAINER_SCHEMES"
 
 @dataclass(frozen=True)
 class TrainerScheme:
-    """A scheme the trainer runs itself (not a :func:`estimators.preference_losses.scheme_loss` scheme)."""
+    """A scheme the trainer runs itself (not a :func:`polab.estimators.preference_losses.scheme_loss` scheme)."""
 
     name: str
     source: str  # "reference" or "policy"
@@ -141,7 +141,7 @@ class PreferenceConfig:
     target_words: int = 3
     reward_scale: float = 4.0
     # scheme and loss
-    scheme: str = "on-policy-dpo"  # a key of estimators.preference_losses.PREFERENCE_SCHEMES
+    scheme: str = "on-policy-dpo"  # a key of polab.estimators.preference_losses.PREFERENCE_SCHEMES
     beta: float = 0.1
     label_smoothing: float = 0.0  # > 0: conservative DPO
     ipo_target_margin: float | None = None  # None: 1/(2 beta) (IPO paper, TRL, OpenRLHF)

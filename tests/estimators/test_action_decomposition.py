@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from estimators.action_decomposition import action_level_td_errors, bad_discounts, bad_gae, naive_token_gae
-from estimators.gae import token_gae
+from polab.estimators.action_decomposition import action_level_td_errors, bad_discounts, bad_gae, naive_token_gae
+from polab.estimators.gae import token_gae
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from estimators.advantages import (
+from polab.estimators.advantages import (
     GRPO_CONVENTIONS,
     batch_whiten,
     broadcast_to_tokens,

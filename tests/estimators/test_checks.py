@@ -1,10 +1,10 @@
-"""Input helpers of estimators.checks."""
+"""Input helpers of polab.estimators.checks."""
 
 import numpy as np
 import pytest
 import torch
 
-from estimators.checks import as_tensor
+from polab.estimators.checks import as_tensor
 
 
 def test_python_floats_become_float64_without_float32_rounding():

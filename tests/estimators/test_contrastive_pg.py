@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from estimators.contrastive_pg import (
+from polab.estimators.contrastive_pg import (
     copg_bandit_objective,
     copg_loss,
     copg_optimal_policy,
@@ -14,7 +14,7 @@ from estimators.contrastive_pg import (
     regularised_reward,
     within_group_pairs,
 )
-from estimators.preference_losses import ipo_loss
+from polab.estimators.preference_losses import ipo_loss
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
 

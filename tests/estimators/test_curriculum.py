@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from estimators.curriculum import DumpScheduler, UniformScheduler, dump_ucb_scores, make_scheduler, tempered_softmax
+from polab.estimators.curriculum import DumpScheduler, UniformScheduler, dump_ucb_scores, make_scheduler, tempered_softmax
 
 NAMES = ["kk_3people", "kk_4people", "kk_5people"]
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from estimators.direct_advantage_po import (
+from polab.estimators.direct_advantage_po import (
     critic_loss,
     direct_advantage_po_loss,
     direct_advantage_po_optimal_policy,

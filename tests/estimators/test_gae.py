@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from estimators.gae import (
+from polab.estimators.gae import (
     PPO_RECIPE_DEFAULTS,
     clipped_value_loss,
     extended_gae,

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from estimators.advantages import group_advantages
-from estimators.gigpo import (
+from polab.estimators.advantages import group_advantages
+from polab.estimators.gigpo import (
     anchor_groups,
     discounted_step_returns,
     gigpo_advantages,

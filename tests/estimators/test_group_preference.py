@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from estimators.group_preference import gepo_loss, opa_dpo_loss, opa_dpo_sequence_loss, split_by_reward
-from estimators.preference_losses import dpo_loss
+from polab.estimators.group_preference import gepo_loss, opa_dpo_loss, opa_dpo_sequence_loss, split_by_reward
+from polab.estimators.preference_losses import dpo_loss
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
 

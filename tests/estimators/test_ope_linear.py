@@ -1,7 +1,7 @@
-"""estimators.ope_linear: loop references, exact (population) versions, hand-derived cases, errors.
+"""polab.estimators.ope_linear: loop references, exact (population) versions, hand-derived cases, errors.
 
 References: per-sample Python loops written here (sharing no code with the library),
-theory.bellman_operators / theory.realizability (exact float64 linear algebra), and
+polab.theory.bellman_operators / polab.theory.realizability (exact float64 linear algebra), and
 hand derivations given in comments.
 """
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from estimators.ope_linear import (
+from polab.estimators.ope_linear import (
     concentrability_estimate,
     expected_transitions,
     fitted_q_evaluation,
@@ -21,10 +21,10 @@ from estimators.ope_linear import (
     minimax_pbe,
     projected_bellman_objective,
 )
-from proofs_checks.finite_mdp_families import random_instance, sample_transitions, two_state_instance
-from proofs_checks.realizability_checks import FLOAT64_RTOL, SOLVER_RTOL, check_identities
-from theory.bellman_operators import policy_transition_matrix
-from theory.realizability import concentrability, incompleteness_factor
+from polab.proofs_checks.finite_mdp_families import random_instance, sample_transitions, two_state_instance
+from polab.proofs_checks.realizability_checks import FLOAT64_RTOL, SOLVER_RTOL, check_identities
+from polab.theory.bellman_operators import policy_transition_matrix
+from polab.theory.realizability import concentrability, incompleteness_factor
 
 RTOL64 = FLOAT64_RTOL
 RTOL32 = 1e-5  # float32 (CONVENTIONS.md)

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from estimators.pg_gradients import (
+from polab.estimators.pg_gradients import (
     discounted_reward_to_go,
     gpomdp_weights,
     hessian_vector_estimate,

@@ -1,6 +1,6 @@
 """N-PG-IGT, (N)-HARPG and the PG baselines: hand-computed steps, transport identities on quadratics, any torch policy, errors.
 
-Schedules are those of theory.pg_sample_complexity (authors' code
+Schedules are those of polab.theory.pg_sample_complexity (authors' code
 aabkn/Stochastic-Policy-Gradient-Methods @ c4e9b7a, theory_core.md 4.3-4.5).
 """
 
@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from estimators.pg_optimizers import METHODS, PGMethod, PolicyGradientOptimizer, pg_init, pg_query, pg_update
+from polab.estimators.pg_optimizers import METHODS, PGMethod, PolicyGradientOptimizer, pg_init, pg_query, pg_update
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
 
@@ -160,7 +160,7 @@ def bandit_batch(policy, gen, n=8):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_module_wrapper_runs_any_policy_and_matches_the_functional_update(name):
-    from estimators.pg_gradients import gpomdp_weights, hessian_vector_estimate, policy_gradient, trajectory_log_prob, trajectory_surrogate
+    from polab.estimators.pg_gradients import gpomdp_weights, hessian_vector_estimate, policy_gradient, trajectory_log_prob, trajectory_surrogate
 
     policy = make_policy()
     params = list(policy.parameters())

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from estimators.policy_evaluation import (
+from polab.estimators.policy_evaluation import (
     GTDState,
     PathBatch,
     discount_weights,
@@ -35,7 +35,7 @@ from estimators.policy_evaluation import (
     td_lambda_surrogate,
     values_on_paths,
 )
-from estimators.sde import brownian_motion, euler_maruyama, ornstein_uhlenbeck
+from polab.estimators.sde import brownian_motion, euler_maruyama, ornstein_uhlenbeck
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from estimators.policy_loss import AGGREGATIONS, aggregate, aggregation_weight, kl_penalty, ppo_clip_loss
+from polab.estimators.policy_loss import AGGREGATIONS, aggregate, aggregation_weight, kl_penalty, ppo_clip_loss
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
 

@@ -1,4 +1,4 @@
-"""Tests for estimators.preference_losses.
+"""Tests for polab.estimators.preference_losses.
 
 Hand-derived values are worked out in comments; loop references are written
 here independently of the vectorised code. Float64 tolerance 1e-12 relative
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from estimators.preference_losses import (
+from polab.estimators.preference_losses import (
     PREFERENCE_CONVENTIONS,
     SAMPLING_SCHEMES,
     best_of_n_loss,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from estimators.ranking_pg import (
+from polab.estimators.ranking_pg import (
     dcg_at_k,
     gumbel_sort_rankings,
     leave_one_out_baseline,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from estimators.reward_shaping import (
+from polab.estimators.reward_shaping import (
     debate_outcome,
     debate_reward,
     discounted_returns,

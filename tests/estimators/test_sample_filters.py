@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from estimators.sample_filters import (
+from polab.estimators.sample_filters import (
     ARPOReplayBuffer,
     SelectiveSampleBuffer,
     filtration_r2,

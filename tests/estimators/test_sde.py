@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import chi2, norm
 
-from estimators.sde import (
+from polab.estimators.sde import (
     brownian_motion,
     check_time_grid,
     euler_maruyama,

@@ -1,4 +1,4 @@
-"""estimators.smoothing_certificates: tail bounds, certificate curves, vacuous cases, input errors, coverage."""
+"""polab.estimators.smoothing_certificates: tail bounds, certificate curves, vacuous cases, input errors, coverage."""
 
 import math
 
@@ -8,14 +8,14 @@ import torch
 from scipy.stats import binom, binomtest
 from statsmodels.stats.proportion import proportion_confint
 
-from estimators.smoothing_certificates import (
+from polab.estimators.smoothing_certificates import (
     SmoothingCertificate,
     certify_returns,
     clopper_pearson_tail_lower_bounds,
     dkw_tail_lower_bounds,
     empirical_tail,
 )
-from theory.policy_smoothing import certified_expected_reward, certified_percentile
+from polab.theory.policy_smoothing import certified_expected_reward, certified_percentile
 
 RTOL = 1e-10  # float64
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from estimators.advantages import dr_grpo_advantages, group_advantages
-from estimators.policy_loss import ppo_clip_loss
-from estimators.spo import (
+from polab.estimators.advantages import dr_grpo_advantages, group_advantages
+from polab.estimators.policy_loss import ppo_clip_loss
+from polab.estimators.spo import (
     chain_segment_advantages,
     cutpoint_mask,
     cutpoint_segments,

@@ -1,4 +1,4 @@
-"""Tests of proofs_checks.curriculum_benchmark.
+"""Tests of polab.proofs_checks.curriculum_benchmark.
 
 Statistical assertions (fixed seeds ``DEFAULT_SEEDS``, so CI is
 deterministic; each is a test that would hold at its level under any seeds
@@ -23,16 +23,16 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from estimators.advantages import group_advantages
-from estimators.curriculum import DumpScheduler, UniformScheduler
-from proofs_checks.curriculum_benchmark import (
+from polab.estimators.advantages import group_advantages
+from polab.estimators.curriculum import DumpScheduler, UniformScheduler
+from polab.proofs_checks.curriculum_benchmark import (
     DEFAULT_SEEDS,
     BenchmarkConfig,
     main,
     run_benchmark,
     simulate,
 )
-from theory.learnability import mean_abs_group_advantage
+from polab.theory.learnability import mean_abs_group_advantage
 
 CFG = BenchmarkConfig()
 UNLEARNABLE = [j for j, ok in enumerate(CFG.learnable) if not ok]

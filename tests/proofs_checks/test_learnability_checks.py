@@ -1,4 +1,4 @@
-"""Tests of proofs_checks.learnability_checks.
+"""Tests of polab.proofs_checks.learnability_checks.
 
 Statistical assertions in this file and their levels (fixed seeds, so CI is
 deterministic; each would also hold at the stated level under any seed):
@@ -22,8 +22,8 @@ import pytest
 import sympy as sp
 import torch
 
-from proofs_checks import learnability_checks as lc
-from theory.learnability import mean_abs_group_advantage, mean_abs_rloo_advantage
+from polab.proofs_checks import learnability_checks as lc
+from polab.theory.learnability import mean_abs_group_advantage, mean_abs_rloo_advantage
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -151,8 +151,8 @@ def test_proofs_checks_do_not_import_scaled():
     import sys
 
     code = (
-        "import sys, proofs_checks.learnability_checks, proofs_checks.curriculum_benchmark; "
-        "bad = [m for m in ('scaled', 'transformers', 'gymnasium') if m in sys.modules]; "
+        "import sys, polab.proofs_checks.learnability_checks, polab.proofs_checks.curriculum_benchmark; "
+        "bad = [m for m in ('polab.scaled', 'transformers', 'gymnasium') if m in sys.modules]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

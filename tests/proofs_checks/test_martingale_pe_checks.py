@@ -1,4 +1,4 @@
-"""The martingale policy-evaluation checks (proofs_checks.martingale_pe_checks) pass, with their key numbers.
+"""The martingale policy-evaluation checks (polab.proofs_checks.martingale_pe_checks) pass, with their key numbers.
 
 Alpha budget (each statistical assertion holds at its level under any seed;
 the seeds are fixed so the run is deterministic):
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from proofs_checks.martingale_pe_checks import (
+from polab.proofs_checks.martingale_pe_checks import (
     FLOAT64_RTOL,
     check_identities,
     check_mesh_rate,

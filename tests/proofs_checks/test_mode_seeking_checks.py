@@ -1,4 +1,4 @@
-"""Tests for proofs_checks.mode_seeking_checks on the paper's didactic bandit.
+"""Tests for polab.proofs_checks.mode_seeking_checks on the paper's didactic bandit.
 
 Statistical assertions (alpha split over this file's two statistical tests,
 each at alpha = 0.005 or below):
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_1samp, ttest_ind
 
-from estimators.preference_losses import SAMPLING_SCHEMES, scheme_loss
-from proofs_checks.mode_seeking_checks import (
+from polab.estimators.preference_losses import SAMPLING_SCHEMES, scheme_loss
+from polab.proofs_checks.mode_seeking_checks import (
     _batch_loss,
     check_gradients,
     check_reference_policy,

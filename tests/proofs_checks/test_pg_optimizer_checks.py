@@ -1,4 +1,4 @@
-"""The verification of proofs_checks.pg_optimizer_checks: unbiasedness, convergence, sample-complexity slopes, equal samples.
+"""The verification of polab.proofs_checks.pg_optimizer_checks: unbiasedness, convergence, sample-complexity slopes, equal samples.
 
 Statistical assertions and their levels (fixed seeds; each would hold at the
 stated level under any seed):
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from proofs_checks.pg_optimizer_checks import (
+from polab.proofs_checks.pg_optimizer_checks import (
     ASSERTED_EXPONENTS,
     BANDIT_CONVERGENCE_FRACTION,
     BANDIT_UNBIASEDNESS_SAMPLES,
@@ -37,7 +37,7 @@ from proofs_checks.pg_optimizer_checks import (
     lqr_run,
     preset_run,
 )
-from proofs_checks.pg_toy_problems import default_bandit_task, default_lqr_task
+from polab.proofs_checks.pg_toy_problems import default_bandit_task, default_lqr_task
 
 SEED = 20230201
 
@@ -146,7 +146,7 @@ def test_harpg_beats_vanilla_pg_at_equal_samples(bandit_runs, method):
 
 
 def test_bad_inputs():
-    from proofs_checks.pg_optimizer_checks import run_optimizer
+    from polab.proofs_checks.pg_optimizer_checks import run_optimizer
 
     run = run_optimizer(default_bandit_task(), "vanilla_pg", iterations=10, num_seeds=4, generator=np.random.default_rng(0))
     with pytest.raises(ValueError, match="quantity"):

@@ -1,4 +1,4 @@
-"""Statistical checks of the realizability bound and of LSTD's behaviour (proofs_checks.realizability_checks).
+"""Statistical checks of the realizability bound and of LSTD's behaviour (polab.proofs_checks.realizability_checks).
 
 Alpha budget of this file (each assertion would hold at its level under any seed):
 - bound validity: exact binomial test of "violation rate <= delta", level 0.01;
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from proofs_checks.finite_mdp_families import random_instance, sample_transitions, two_state_instance
-from proofs_checks.realizability_checks import check_amplification, check_bound_validity, check_sample_rate
+from polab.proofs_checks.finite_mdp_families import random_instance, sample_transitions, two_state_instance
+from polab.proofs_checks.realizability_checks import check_amplification, check_bound_validity, check_sample_rate
 
 
 @pytest.fixture(autouse=True, scope="module")

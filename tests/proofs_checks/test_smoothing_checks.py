@@ -1,4 +1,4 @@
-"""proofs_checks.smoothing_checks: each check passes, and its machinery is checked against closed forms."""
+"""polab.proofs_checks.smoothing_checks: each check passes, and its machinery is checked against closed forms."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from proofs_checks.smoothing_checks import (
+from polab.proofs_checks.smoothing_checks import (
     BinaryTreeProblem,
     best_static_attack,
     check_coverage,
@@ -19,7 +19,7 @@ from proofs_checks.smoothing_checks import (
     return_distribution,
     xor_problem,
 )
-from theory.policy_smoothing import adaptive_np_bound
+from polab.theory.policy_smoothing import adaptive_np_bound
 
 
 def test_half_space_identity():

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from scaled import distributed as D
-from scaled.trainers.grpo import GRPOTrainer
+from polab.scaled import distributed as D
+from polab.scaled.trainers.grpo import GRPOTrainer
 from tests.scaled.grpo_fixtures import DistinctCharsTask, tiny_config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaled.tasks.arithmetic import ArithmeticTask
+from polab.scaled.tasks.arithmetic import ArithmeticTask
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class DistinctCharsTask(ArithmeticTask):
 
 
 def tiny_config(tmp_path, **kw):
-    from scaled.trainers.grpo import config_from_preset
+    from polab.scaled.trainers.grpo import config_from_preset
 
     base = dict(out=str(tmp_path), levels=(1, 2), prompts_per_step=2, samples_per_prompt=4, max_new_tokens=6, steps=2,
                 lr=1e-3, checkpoint_every=1, tensorboard=False, progress=False)

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from estimators.policy_loss import ppo_clip_loss
-from estimators.sample_filters import Injection
-from estimators.spo import cutpoint_mask
-from scaled.trainers.grpo import ADVANTAGE_ESTIMATORS, SAMPLE_FILTERS, GRPOTrainer
+from polab.estimators.policy_loss import ppo_clip_loss
+from polab.estimators.sample_filters import Injection
+from polab.estimators.spo import cutpoint_mask
+from polab.scaled.trainers.grpo import ADVANTAGE_ESTIMATORS, SAMPLE_FILTERS, GRPOTrainer
 from tests.scaled.grpo_fixtures import DistinctCharsTask, _Reward, tiny_config
 
 
@@ -84,7 +84,7 @@ def test_arpo_injects_a_buffered_success_into_an_all_failed_group(tmp_path):
     tr = make(tmp_path, sample_filter="arpo", puzzles_per_size=1)
     tr.train_step()  # smoke: the ARPO path runs end to end
     # hand-made situation: group 0 all failed, and the buffer holds a success for its prompt
-    from scaled.rollout import sample_rollouts
+    from polab.scaled.rollout import sample_rollouts
 
     prompts = ["Compute 1 + 2.", "Compute 3 + 4."]
     batch = sample_rollouts(tr.policy, tr.tokenizer, prompts, samples_per_prompt=4, max_new_tokens=5, generator=torch.Generator().manual_seed(0))
@@ -108,21 +108,21 @@ def test_arpo_injects_a_buffered_success_into_an_all_failed_group(tmp_path):
 
 def test_cli_selects_methods(tmp_path):
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "scaled.cli", "train", "grpo", "--preset", "tiny", "--steps", "1", "--advantage", "spo_chain",
+    r = subprocess.run([sys.executable, "-m", "polab.scaled.cli", "train", "grpo", "--preset", "tiny", "--steps", "1", "--advantage", "spo_chain",
                         "--sample-filter", "pf_ppo_best_worst", "--spo-mc-samples", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     row = list(csv.DictReader(open(out / "metrics.csv")))[0]
     # the random tiny model never answers a sum: every reward is 0, so each prompt's best and worst response are the
     # same (earliest) row and best-worst keeps one of four responses per prompt
     assert "spo_segments" in row and float(row["filtered_rows"]) == 6.0
-    bad = subprocess.run([sys.executable, "-m", "scaled.cli", "train", "grpo", "--preset", "tiny", "--sample-filter", "top_k",
+    bad = subprocess.run([sys.executable, "-m", "polab.scaled.cli", "train", "grpo", "--preset", "tiny", "--sample-filter", "top_k",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "sample-filter" in bad.stderr
 
 
 @pytest.mark.parametrize("truncation", ["terminal", "bootstrap"])
 def test_ppo_gae_step_updates_policy_and_critic(tmp_path, truncation):
-    from estimators.gae import extended_gae, token_gae
+    from polab.estimators.gae import extended_gae, token_gae
 
     tr = make(tmp_path, advantage="ppo_gae", gae_truncation=truncation, gae_lambda=0.95)
     before = {k: v.detach().clone() for k, v in tr.policy.named_parameters()}

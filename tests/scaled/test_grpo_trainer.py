@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from estimators.policy_loss import ppo_clip_loss
-from scaled.rollout import PrefixSharedLogprobs, _top_p_filter, sample_rollouts, token_logprobs
-from scaled.trainers.grpo import GRPOTrainer
+from polab.estimators.policy_loss import ppo_clip_loss
+from polab.scaled.rollout import PrefixSharedLogprobs, _top_p_filter, sample_rollouts, token_logprobs
+from polab.scaled.trainers.grpo import GRPOTrainer
 from tests.scaled.grpo_fixtures import DistinctCharsTask, tiny_config
 
 
@@ -35,7 +35,7 @@ def test_step_changes_parameters_and_loss_is_the_core_loss(tmp_path):
 
 
 def test_shared_prefix_logprobs_match_full_forward_with_gradients():
-    from scaled.models import load_model
+    from polab.scaled.models import load_model
 
     m = load_model("tiny-llama", seed=3)
     g = torch.Generator().manual_seed(0)
@@ -56,7 +56,7 @@ def test_shared_prefix_logprobs_match_full_forward_with_gradients():
 
 
 def test_sampler_respects_generator_and_masks_after_eos():
-    from scaled.models import load_model
+    from polab.scaled.models import load_model
 
     m = load_model("tiny-llama", seed=1)
     kw = dict(samples_per_prompt=2, max_new_tokens=5)
@@ -128,13 +128,13 @@ def test_bad_config_is_reported_in_one_message(tmp_path):
 def test_hf_generate_engine_and_cli(tmp_path):
     # the transformers-generate path and the command line, with the real (constant) arithmetic reward
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "scaled.cli", "train", "grpo", "--preset", "tiny", "--rollout-engine", "hf",
+    r = subprocess.run([sys.executable, "-m", "polab.scaled.cli", "train", "grpo", "--preset", "tiny", "--rollout-engine", "hf",
                         "--curriculum", "uniform", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(x["step"]) for x in rows] == [1, 2]
     assert float(rows[-1]["prob:add_1digit"]) == 0.5  # uniform curriculum
-    r2 = subprocess.run([sys.executable, "-m", "scaled.cli", "train", "grpo", "--preset", "tiny", "--out", str(out)],
+    r2 = subprocess.run([sys.executable, "-m", "polab.scaled.cli", "train", "grpo", "--preset", "tiny", "--out", str(out)],
                         capture_output=True, text=True, timeout=300)
     assert r2.returncode == 2 and "--resume" in r2.stderr
 

@@ -1,4 +1,4 @@
-"""Tests for scaled.tasks.knights_knaves: semantics, generation, parsing, format and reward.
+"""Tests for polab.scaled.tasks.knights_knaves: semantics, generation, parsing, format and reward.
 
 Reference values are hand-derived (the derivations are in comments) or come
 from the pure-Python brute-force solver defined here, which interprets the
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from scaled.tasks.knights_knaves import (
+from polab.scaled.tasks.knights_knaves import (
     MAX_PEOPLE,
     MIN_PEOPLE,
     NAMES,

@@ -17,15 +17,15 @@ import sys
 import pytest
 import torch
 
-from estimators.advantages import rloo_advantages
-from estimators.direct_advantage_po import critic_loss, direct_advantage_po_loss, step_advantages
-from estimators.policy_loss import ppo_clip_loss
-from estimators.preference_losses import PREFERENCE_SCHEMES, scheme_loss
-from estimators.reward_shaping import (edit_distance, order_swap_debias, pcpg_loss, preference_strength,
+from polab.estimators.advantages import rloo_advantages
+from polab.estimators.direct_advantage_po import critic_loss, direct_advantage_po_loss, step_advantages
+from polab.estimators.policy_loss import ppo_clip_loss
+from polab.estimators.preference_losses import PREFERENCE_SCHEMES, scheme_loss
+from polab.estimators.reward_shaping import (edit_distance, order_swap_debias, pcpg_loss, preference_strength,
                                        pseudo_convolution_matrix)
-from scaled.tasks.arithmetic import AdditionProblem, ArithmeticTask
-from scaled.trainers.grpo import ADVANTAGE_ESTIMATORS, GRPOTrainer
-from scaled.trainers.preference import TRAINER_SCHEMES, PreferenceTrainer, config_from_preset
+from polab.scaled.tasks.arithmetic import AdditionProblem, ArithmeticTask
+from polab.scaled.trainers.grpo import ADVANTAGE_ESTIMATORS, GRPOTrainer
+from polab.scaled.trainers.preference import TRAINER_SCHEMES, PreferenceTrainer, config_from_preset
 from tests.scaled.grpo_fixtures import tiny_config
 
 
@@ -252,7 +252,7 @@ def test_preference_config_errors(tmp_path):
 ])
 def test_cli_selects_each_method(tmp_path, argv, metric):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "scaled.cli", "train", *argv, "--preset", "tiny", "--steps", "1", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "polab.scaled.cli", "train", *argv, "--preset", "tiny", "--steps", "1", "--out", str(out)],
                        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     row = list(csv.DictReader(open(out / "metrics.csv")))[0]

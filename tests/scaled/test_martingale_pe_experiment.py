@@ -14,9 +14,9 @@ import math
 import pytest
 import torch
 
-from scaled.cli import main as cli_main
-from scaled.experiments.martingale_pe import ESTIMATOR_IDS, PART_IDS, SWEEP_IDS, WITH_TOLERANCE, quadratic_features
-from scaled.run_folder import read_metrics
+from polab.scaled.cli import main as cli_main
+from polab.scaled.experiments.martingale_pe import ESTIMATOR_IDS, PART_IDS, SWEEP_IDS, WITH_TOLERANCE, quadratic_features
+from polab.scaled.run_folder import read_metrics
 
 pytest.importorskip("gymnasium")
 
@@ -104,7 +104,7 @@ def test_unknown_option_is_rejected(tmp_path):
 
 
 def test_quadratic_head_represents_a_quadratic_value_exactly_and_linear_head_is_the_plain_mlp():
-    from scaled.experiments.martingale_pe import ValueMLP
+    from polab.scaled.experiments.martingale_pe import ValueMLP
 
     g = torch.Generator().manual_seed(0)
     d, hidden = 3, 5

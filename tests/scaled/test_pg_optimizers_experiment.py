@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from scaled.cli import main as cli_main
-from scaled.experiments.pg_optimizers import ENV_IDS, METHOD_IDS, PGOptimizersConfig, run, step_size0
-from scaled.run_folder import read_metrics
+from polab.scaled.cli import main as cli_main
+from polab.scaled.experiments.pg_optimizers import ENV_IDS, METHOD_IDS, PGOptimizersConfig, run, step_size0
+from polab.scaled.run_folder import read_metrics
 
 pytest.importorskip("gymnasium")
 

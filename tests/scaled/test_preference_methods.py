@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from estimators.contrastive_pg import CoPGLoss
-from estimators.group_preference import GEPOLoss, OPADPOLoss
-from estimators.preference_losses import METHOD_SCHEMES, PREFERENCE_SCHEMES, SAMPLING_SCHEMES, scheme_loss
-from scaled.trainers.preference import PreferenceTrainer, config_from_preset
+from polab.estimators.contrastive_pg import CoPGLoss
+from polab.estimators.group_preference import GEPOLoss, OPADPOLoss
+from polab.estimators.preference_losses import METHOD_SCHEMES, PREFERENCE_SCHEMES, SAMPLING_SCHEMES, scheme_loss
+from polab.scaled.trainers.preference import PreferenceTrainer, config_from_preset
 
 RESULT_TYPE = {"copg": CoPGLoss, "opa_dpo": OPADPOLoss, "gepo": GEPOLoss}
 
@@ -59,7 +59,7 @@ def test_config_rejects_unknown_scheme_and_bad_options(tmp_path):
 
 
 def test_cli_lists_the_new_schemes(capsys):
-    from scaled.cli import main
+    from polab.scaled.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["train", "preference", "--help"])

@@ -1,4 +1,4 @@
-"""Tests for scaled.trainers.preference: the trainer calls the core loss unchanged and really trains.
+"""Tests for polab.scaled.trainers.preference: the trainer calls the core loss unchanged and really trains.
 
 Tiny-model tests use ``tiny-llama`` (random 2-layer Llama, SmolLM2 tokenizer);
 the ``llm`` test takes one real step on the embedded SmolLM2-135M-Instruct.
@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from estimators.preference_losses import SAMPLING_SCHEMES, scheme_loss
-from scaled.run_folder import read_metrics
-from scaled.tasks.length_target import LengthTargetTask, count_words
-from scaled.trainers.preference import PreferenceTrainer, config_from_preset
+from polab.estimators.preference_losses import SAMPLING_SCHEMES, scheme_loss
+from polab.scaled.run_folder import read_metrics
+from polab.scaled.tasks.length_target import LengthTargetTask, count_words
+from polab.scaled.trainers.preference import PreferenceTrainer, config_from_preset
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_tiny_run_folder_checkpoint_and_exact_resume(tmp_path):
 
 
 def test_cli_registers_preference():
-    from scaled.cli import main
+    from polab.scaled.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["train", "preference", "--help"])

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from scaled.cli import main as cli_main
-from scaled.run_folder import read_metrics
+from polab.scaled.cli import main as cli_main
+from polab.scaled.run_folder import read_metrics
 
 pytest.importorskip("gymnasium")
 
@@ -53,8 +53,8 @@ def test_tabular_features_are_gridworld_only_and_realizable(tmp_path):
     """One-hot states on FrozenLake: exact alpha is 0 and the approximation error is 0 (realizable and complete)."""
     import math
 
-    from scaled.experiments.realizability import main
-    from scaled.run_folder import read_metrics
+    from polab.scaled.experiments.realizability import main
+    from polab.scaled.run_folder import read_metrics
 
     assert main(["--envs", "gridworld", "--features", "tabular", "--sizes", "4000", "--seeds", "1", "--out", str(tmp_path / "t")]) == 0
     (row,) = read_metrics(tmp_path / "t" / "metrics.csv")

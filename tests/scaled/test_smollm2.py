@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-from estimators.policy_loss import ppo_clip_loss
-from scaled.models import EMBEDDED_MODEL, embedded_model_dir, load_model
+from polab.estimators.policy_loss import ppo_clip_loss
+from polab.scaled.models import EMBEDDED_MODEL, embedded_model_dir, load_model
 
 pytestmark = pytest.mark.llm
 
@@ -33,7 +33,7 @@ def test_unknown_model_error_says_how_to_fix(tmp_path):
 
 
 def test_one_real_grpo_step_on_smollm2(tmp_path):
-    from scaled.trainers.grpo import GRPOTrainer, config_from_preset
+    from polab.scaled.trainers.grpo import GRPOTrainer, config_from_preset
 
     cfg = config_from_preset("cpu-demo", levels=(1,), prompts_per_step=2, samples_per_prompt=4, max_new_tokens=8, steps=1,
                              seed=2, out=str(tmp_path), tensorboard=False, progress=False)

@@ -1,4 +1,4 @@
-"""`polab run smoothing-certify` and scaled.control: run folder, budget audit, caching, env fidelity, Atari smoke."""
+"""`polab run smoothing-certify` and polab.scaled.control: run folder, budget audit, caching, env fidelity, Atari smoke."""
 
 import json
 import sys
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from scaled.cli import main as cli_main
-from scaled.run_folder import read_metrics
+from polab.scaled.cli import main as cli_main
+from polab.scaled.run_folder import read_metrics
 
 gym = pytest.importorskip("gymnasium")
 
-from scaled.control.attack import AdaptiveGradientAttack  # noqa: E402
-from scaled.control.envs import ENV_SPECS, MountainCarVectorEnv, _mountaincar_scale, require_ale  # noqa: E402
-from scaled.control.policies import MLPActorCritic, SmoothedPolicy  # noqa: E402
+from polab.scaled.control.attack import AdaptiveGradientAttack  # noqa: E402
+from polab.scaled.control.envs import ENV_SPECS, MountainCarVectorEnv, _mountaincar_scale, require_ale  # noqa: E402
+from polab.scaled.control.policies import MLPActorCritic, SmoothedPolicy  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")

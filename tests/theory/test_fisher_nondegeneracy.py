@@ -1,9 +1,9 @@
-"""Fisher closed forms of theory.fisher_nondegeneracy against Monte Carlo and exact identities."""
+"""Fisher closed forms of polab.theory.fisher_nondegeneracy against Monte Carlo and exact identities."""
 
 import numpy as np
 import pytest
 
-from theory.fisher_nondegeneracy import fisher_spectrum, gaussian_linear_fisher, softmax_fisher, softmax_fisher_lower_bound
+from polab.theory.fisher_nondegeneracy import fisher_spectrum, gaussian_linear_fisher, softmax_fisher, softmax_fisher_lower_bound
 
 
 def test_softmax_fisher_bound_and_determinant():

@@ -1,4 +1,4 @@
-"""Tests of theory.learnability: hand-computed values, identities, vectorisation, validation.
+"""Tests of polab.theory.learnability: hand-computed values, identities, vectorisation, validation.
 
 Tolerances: 1e-12 absolute/relative for float64 closed forms evaluated at a
 handful of operations (STYLE.md: float64 about 1e-10 relative; these values
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from theory.learnability import (
+from polab.theory.learnability import (
     binary_group_std,
     expected_mean_abs_group_advantage,
     expected_mean_abs_rloo_advantage,
@@ -228,8 +228,8 @@ def test_theory_does_not_import_torch_or_scaled():
     import sys
 
     code = (
-        "import sys, theory.learnability; "
-        "bad = [m for m in ('torch', 'scaled', 'transformers', 'gymnasium') if m in sys.modules]; "
+        "import sys, polab.theory.learnability; "
+        "bad = [m for m in ('torch', 'polab.scaled', 'transformers', 'gymnasium') if m in sys.modules]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,10 +1,10 @@
-"""Closed forms of theory.lqr_policy_gradient against finite differences, torch autograd and the Riccati optimum."""
+"""Closed forms of polab.theory.lqr_policy_gradient against finite differences, torch autograd and the Riccati optimum."""
 
 import numpy as np
 import pytest
 import torch
 
-from theory.lqr_policy_gradient import (
+from polab.theory.lqr_policy_gradient import (
     LQRProblem,
     lqr_gradient,
     lqr_hessian_vector,

@@ -1,4 +1,4 @@
-"""Closed-form values of the test diffusions (theory.diffusion_values) and the rate statements (theory.martingale_pe).
+"""Closed-form values of the test diffusions (polab.theory.diffusion_values) and the rate statements (polab.theory.martingale_pe).
 
 Reference values are re-derived here in sympy (independently of
 proofs_checks) or by hand; tolerances are float64 round-off (1e-10 relative)
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from theory.diffusion_values import (
+from polab.theory.diffusion_values import (
     QuadraticValue,
     brownian_terminal_value,
     gbm_euler_value,
@@ -22,7 +22,7 @@ from theory.diffusion_values import (
     ou_value,
     ou_value_coefficients,
 )
-from theory.martingale_pe import (
+from polab.theory.martingale_pe import (
     DERIVED_MESH_ORDER,
     PAPER_MESH_ORDER_CONFIRMED,
     PATHS_ORDER,
@@ -210,7 +210,7 @@ def test_gbm_euler_value_hand_values():
 
 
 # ---------------------------------------------------------------------------
-# rates and the MSTDE limit (theory.martingale_pe)
+# rates and the MSTDE limit (polab.theory.martingale_pe)
 # ---------------------------------------------------------------------------
 def test_rate_constants_state_what_is_derived():
     assert DERIVED_MESH_ORDER == 1.0

@@ -1,4 +1,4 @@
-"""Tests for theory.mode_seeking: exact population gradients on categorical policies.
+"""Tests for polab.theory.mode_seeking: exact population gradients on categorical policies.
 
 Reference values: finite differences of the objectives written out here
 (central differences, step 1e-6: truncation error O(h^2) ~ 1e-12 times the
@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from theory.mode_seeking import (
+from polab.theory.mode_seeking import (
     best_of_n_distribution,
     best_of_n_logit_grad,
     bump_reward,

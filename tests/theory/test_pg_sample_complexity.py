@@ -1,10 +1,10 @@
-"""Schedules of theory.pg_sample_complexity against hand-computed values (theory_core.md 4.3-4.5; authors' code @ c4e9b7a)."""
+"""Schedules of polab.theory.pg_sample_complexity against hand-computed values (theory_core.md 4.3-4.5; authors' code @ c4e9b7a)."""
 
 import math
 
 import pytest
 
-from theory.pg_sample_complexity import METHOD_INFO, METHODS, gradient_domination_gap_bound, pg_schedule
+from polab.theory.pg_sample_complexity import METHOD_INFO, METHODS, gradient_domination_gap_bound, pg_schedule
 
 
 @pytest.mark.parametrize(

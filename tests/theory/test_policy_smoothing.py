@@ -1,10 +1,10 @@
-"""theory.policy_smoothing: the adaptive NP bound and the reward certificates built on it."""
+"""polab.theory.policy_smoothing: the adaptive NP bound and the reward certificates built on it."""
 
 import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from theory.policy_smoothing import (
+from polab.theory.policy_smoothing import (
     adaptive_np_bound,
     certified_expected_reward,
     certified_percentile,

@@ -1,6 +1,6 @@
-"""theory.bellman_operators and theory.realizability against hand-derived values and brute force.
+"""polab.theory.bellman_operators and polab.theory.realizability against hand-derived values and brute force.
 
-Hand-derived reference: the two-state chain of proofs_checks.finite_mdp_families
+Hand-derived reference: the two-state chain of polab.proofs_checks.finite_mdp_families
 (phi = (1, 2), both states move to state 2, w* = 1, start in state 1):
 Q^pi = (1, 2); r = Phi w* - gamma P Phi w* = (1 - 2 gamma, 2 - 2 gamma);
 d^pi from state 1 = (1 - gamma, gamma); psi = (I - gamma P) phi = (1 - 2 gamma, 2 - 2 gamma);
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from proofs_checks.finite_mdp_families import (
+from polab.proofs_checks.finite_mdp_families import (
     lumpable_instance,
     random_instance,
     realizability_gap,
@@ -22,19 +22,19 @@ from proofs_checks.finite_mdp_families import (
     two_state_critical_mu,
     two_state_instance,
 )
-from proofs_checks.realizability_checks import (
+from polab.proofs_checks.realizability_checks import (
     check_incompleteness_brute_force,
     check_inherent_bellman_error,
     compare_with_inherent_bellman_error,
     derive_two_state_alpha,
 )
-from theory.bellman_operators import (
+from polab.theory.bellman_operators import (
     FiniteMDP,
     occupancy,
     q_values,
     weighted_projection,
 )
-from theory.realizability import (
+from polab.theory.realizability import (
     concentrability,
     feature_scale,
     incompleteness_factor,
