@@ -113,6 +113,26 @@ class PolicyLoss:
         Fraction of response tokens where clipping was active.
     ratio_mean : float
         Mean importance ratio over response tokens.
+    clip_fraction_low : float
+        Fraction of response tokens with :math:`A<0` whose ratio is clipped at
+        :math:`1-\epsilon_{low}` (:math:`\rho < 1-\epsilon_{low}`).
+    clip_fraction_high : float
+        Fraction of response tokens with :math:`A>0` whose ratio is clipped at
+        :math:`1+\epsilon_{high}` (:math:`\rho > 1+\epsilon_{high}`).
+        ``clip_fraction_low + clip_fraction_high == clip_fraction``.
+    dual_clip_fraction : float
+        Fraction of response tokens with :math:`A<0` where the dual clip is
+        active (clipped surrogate above :math:`-cA`); verl's
+        ``actor/pg_clipfrac_lower``. 0 when ``dual_clip`` is None.
+    ppo_kl : float
+        Masked mean of ``old_logp - logp`` (log-ratio clamped to [-20, 20]
+        first); verl's ``actor/ppo_kl``.
+
+    Notes
+    -----
+    The fractions are over all response tokens (verl's ``masked_mean`` over
+    ``response_mask``), in verl 0.9.1
+    ``verl/trainer/ppo/core_algos.py::compute_policy_loss_vanilla``.
     """
 
     loss: torch.Tensor
@@ -121,6 +141,10 @@ class PolicyLoss:
     per_token: torch.Tensor
     clip_fraction: float
     ratio_mean: float
+    clip_fraction_low: float = 0.0
+    clip_fraction_high: float = 0.0
+    dual_clip_fraction: float = 0.0
+    ppo_kl: float = 0.0
 
 
 def ppo_clip_loss(
@@ -206,7 +230,9 @@ def ppo_clip_loss(
     surr2 = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
     per_token = torch.maximum(surr1, surr2)
     clipped = (surr2 > surr1)
+    dual_active = torch.zeros_like(clipped)
     if dual_clip is not None:
+        dual_active = (per_token > -adv * dual_clip) & (adv < 0)
         capped = torch.minimum(per_token, -adv * dual_clip)
         per_token = torch.where(adv < 0, capped, per_token)
     policy_loss = aggregate(per_token, m, aggregation, max_length=max_length)
@@ -223,6 +249,10 @@ def ppo_clip_loss(
     with torch.no_grad():
         ntok = m.sum().clamp_min(1.0)
         clip_fraction = float((clipped.to(m.dtype) * m).sum() / ntok)
+        clip_fraction_low = float(((clipped & (adv < 0)).to(m.dtype) * m).sum() / ntok)
+        clip_fraction_high = float(((clipped & (adv > 0)).to(m.dtype) * m).sum() / ntok)
+        dual_clip_fraction = float((dual_active.to(m.dtype) * m).sum() / ntok)
+        ppo_kl = float((-log_ratio * m).sum() / ntok)
         ratio_mean = float((ratio * m).sum() / ntok)
     return PolicyLoss(
         loss=loss,
@@ -231,6 +261,10 @@ def ppo_clip_loss(
         per_token=total_tok,
         clip_fraction=clip_fraction,
         ratio_mean=ratio_mean,
+        clip_fraction_low=clip_fraction_low,
+        clip_fraction_high=clip_fraction_high,
+        dual_clip_fraction=dual_clip_fraction,
+        ppo_kl=ppo_kl,
     )
 
 

@@ -135,3 +135,29 @@ def test_shape_errors():
         aggregate(logp, mask, "sum")
     with pytest.raises(ValueError, match="non-finite"):
         ppo_clip_loss(logp, old, adv * float("nan"), mask)
+
+
+def test_clip_fraction_split_dual_fraction_and_ppo_kl_hand_values():
+    # Five response tokens + one padding token, eps_low = 0.2, eps_high = 0.28, dual clip c = 3.
+    # token  log-ratio  ratio   A    state (derived by hand from the PPO surrogate):
+    #  0      -0.5      0.607  -1    A<0, ratio < 0.8: clipped low; surrogate max(0.607, 0.8) = 0.8 < 3: no dual
+    #  1       2.0      7.389  -1    A<0, ratio > 1.2 side: not clipped; surrogate 7.389 > 3: dual clip active
+    #  2       0.5      1.649   2    A>0, ratio > 1.28: clipped high
+    #  3       0.1      1.105   2    A>0 inside the range: nothing
+    #  4       0.0      1.000   0    A = 0: nothing (surr1 == surr2)
+    #  5 (pad) 5.0      -      -1    masked out: counts nowhere
+    lr = torch.tensor([[-0.5, 2.0, 0.5, 0.1, 0.0, 5.0]], dtype=torch.float64)
+    old = torch.zeros_like(lr)
+    adv = torch.tensor([[-1.0, -1.0, 2.0, 2.0, 0.0, -1.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]], dtype=torch.float64)
+    res = ppo_clip_loss(lr, old, adv, mask, clip_low=0.2, clip_high=0.28, dual_clip=3.0)
+    assert res.clip_fraction_low == pytest.approx(1 / 5, rel=1e-12)
+    assert res.clip_fraction_high == pytest.approx(1 / 5, rel=1e-12)
+    assert res.clip_fraction == pytest.approx(2 / 5, rel=1e-12)
+    assert res.dual_clip_fraction == pytest.approx(1 / 5, rel=1e-12)
+    # ppo_kl = mean(old - logp) over the 5 response tokens = -(-0.5 + 2 + 0.5 + 0.1 + 0) / 5 = -0.42
+    assert res.ppo_kl == pytest.approx(-0.42, rel=1e-12)
+    # Without dual clip the dual fraction is 0 and the rest is unchanged.
+    res0 = ppo_clip_loss(lr, old, adv, mask, clip_low=0.2, clip_high=0.28)
+    assert res0.dual_clip_fraction == 0.0
+    assert (res0.clip_fraction_low, res0.clip_fraction_high) == (res.clip_fraction_low, res.clip_fraction_high)
