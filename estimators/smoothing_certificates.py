@@ -42,6 +42,16 @@ Conventions
   against statsmodels.
 * Which of the two the paper used for which environment is unconfirmed
   (notes §3.4); both are provided.
+* Precision: every bound is computed in float64 whatever the dtype of
+  ``returns`` and cast back to it *rounded toward minus infinity*
+  (:func:`round_down_to`), so a float32 certificate never lies above the
+  float64 one (before this, float32 arithmetic gave certificates up to about
+  1e-5 above the float64 value on 0-200 returns).
+* Combining DKW and Clopper–Pearson: each method's certificate holds with
+  probability :math:`1-\alpha` on its own; the larger of the two, each at
+  level :math:`\alpha`, does not. :func:`certify_returns_bonferroni` computes
+  each at :math:`\alpha/2` (Bonferroni), so that the larger holds with
+  probability :math:`\ge 1-\alpha`.
 * Vacuous certificates: when the sample cannot certify anything at the
   requested confidence (every tail lower bound is 0, e.g. DKW with
   :math:`n < \ln(2/\alpha)/2`), or when the certified value at some budget
@@ -79,6 +89,9 @@ __all__ = [
     "clopper_pearson_tail_lower_bounds",
     "attacked_tail_lower_bounds",
     "certify_returns",
+    "BonferroniCertificate",
+    "certify_returns_bonferroni",
+    "round_down_to",
 ]
 
 Method = Literal["dkw", "clopper-pearson"]
@@ -143,26 +156,80 @@ class SmoothingCertificate:
 # ---------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------
-def check_certificate_inputs(returns, *, sigma, alpha, reward_range, budgets=None) -> tuple:
-    """Validate and convert the shared inputs; returns ``(returns, sigma, alpha, lo, hi, budgets)``."""
+def _scalar(value, *, name: str, what: str) -> float:
+    """``value`` as a Python float if it is a real number (or a one-element tensor/array), else a clear ValueError."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    elif isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number ({what}); got {value!r} ({type(value).__name__}). "
+                         f"Pass a float, e.g. {name}=0.2.")
+    return float(value)
+
+
+def _positive_float(value, *, name: str, what: str) -> float:
+    """``value`` as a finite float > 0, or a ValueError naming ``name``, the value and the fix."""
+    v = _scalar(value, name=name, what=what)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 ({what}); got {value!r}.")
+    return v
+
+
+def _alpha(alpha) -> float:
+    a = _scalar(alpha, name="alpha", what="the failure probability of the certificate, e.g. 0.05")
+    if not (0.0 < a < 1.0):
+        raise ValueError(f"alpha must lie strictly between 0 and 1 (e.g. 0.05 for 95% confidence); got {alpha}.")
+    return a
+
+
+def _returns_tensor(returns) -> torch.Tensor:
+    """``returns`` as a 1-d tensor (float64 for lists, arrays and integer tensors), with a clear error otherwise."""
+    if returns is None or isinstance(returns, (str, bytes, dict)):
+        raise ValueError(f"returns must be a 1-d sequence of episode returns (numbers), shape [episodes]; "
+                         f"got {type(returns).__name__}. Pass e.g. a list, numpy array or tensor of returns.")
     if not isinstance(returns, torch.Tensor):  # lists: float64 directly (see _like)
         try:
-            returns = torch.from_numpy(np.asarray(returns, dtype=np.float64).copy())
+            arr = np.asarray(returns, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"returns must be a sequence of numbers; got {type(returns).__name__}.") from exc
+            raise ValueError(f"returns must be a 1-d sequence of episode returns (numbers); got "
+                             f"{type(returns).__name__} that does not convert to numbers ({exc}).") from exc
+        returns = torch.from_numpy(arr.copy())
     r = as_tensor(returns, name="returns")
     check_ndim(r, 1, name="returns", layout="[episodes]")
     if r.numel() == 0:
         raise ValueError("returns is empty; run at least one episode.")
-    if not r.is_floating_point():
-        r = r.to(torch.float64)
+    if r.dtype == torch.bool or r.is_complex():
+        raise ValueError(f"returns must be real numbers; got dtype {r.dtype}.")
+    return r
+
+
+def round_down_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` (float64) cast to ``dtype``, rounded toward minus infinity so that the result never exceeds ``x``.
+
+    A lower bound cast to float32 by round-to-nearest can land above the float64 value; this moves such
+    entries one float32 step down. Identity for float64.
+    """
+    if dtype == x.dtype:
+        return x
+    y = x.to(dtype)
+    up = y.to(x.dtype) > x
+    if bool(up.any()):
+        y = torch.where(up, torch.nextafter(y, torch.full_like(y, -math.inf)), y)
+    return y
+
+
+def check_certificate_inputs(returns, *, sigma, alpha, reward_range, budgets=None) -> tuple:
+    """Validate and convert the shared inputs; returns ``(returns, sigma, alpha, lo, hi, budgets)``.
+
+    ``returns`` and ``budgets`` come back in float64 (on the device of ``returns``): every bound is
+    computed in float64 and rounded down to the input dtype at the end (:func:`round_down_to`).
+    """
+    r = _returns_tensor(returns)
     check_finite(r, name="returns")
-    s = float(sigma)
-    if not math.isfinite(s) or s <= 0:
-        raise ValueError(f"sigma must be a finite number > 0 (the smoothing noise scale); got {sigma}.")
-    a = float(alpha)
-    if not (0.0 < a < 1.0):
-        raise ValueError(f"alpha must lie strictly between 0 and 1 (e.g. 0.05 for 95% confidence); got {alpha}.")
+    r = r.to(torch.float64)
+    s = _positive_float(sigma, name="sigma", what="the smoothing noise scale")
+    a = _alpha(alpha)
     try:
         lo, hi = (float(x) for x in reward_range)
     except (TypeError, ValueError) as exc:
@@ -183,6 +250,13 @@ def check_certificate_inputs(returns, *, sigma, alpha, reward_range, budgets=Non
     return r, s, a, lo, hi, b
 
 
+def _out_dtype(returns) -> torch.dtype:
+    """The dtype results are returned in: that of a floating tensor ``returns``, else float64."""
+    if isinstance(returns, torch.Tensor) and returns.is_floating_point():
+        return returns.dtype
+    return torch.float64
+
+
 def _like(x, r: torch.Tensor, *, name: str) -> torch.Tensor:
     """``x`` as a 1-d tensor in ``r``'s dtype and device.
 
@@ -195,6 +269,8 @@ def _like(x, r: torch.Tensor, *, name: str) -> torch.Tensor:
             x = torch.from_numpy(np.asarray(x, dtype=np.float64).copy())
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be a sequence of numbers; got {x!r}.") from exc
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name} must be real numbers; got dtype {x.dtype}.")
     return x.to(device=r.device, dtype=r.dtype).reshape(-1)
 
 
@@ -212,36 +288,42 @@ def _thresholds_tensor(thresholds, r: torch.Tensor, lo: float, hi: float) -> tor
 # ---------------------------------------------------------------------------
 # tails
 # ---------------------------------------------------------------------------
+def _tail64(returns, thresholds) -> tuple[torch.Tensor, int, torch.dtype]:
+    """Empirical tail in float64, the number of returns, and the dtype to return results in."""
+    r = _returns_tensor(returns)
+    out = _out_dtype(returns)
+    t = _like(thresholds, r, name="thresholds").to(torch.float64)
+    rs, _ = torch.sort(r.to(torch.float64))
+    below = torch.searchsorted(rs, t, right=False)  # number of returns < t
+    return (r.numel() - below).to(torch.float64) / r.numel(), r.numel(), out
+
+
 def empirical_tail(returns: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     r"""Empirical tail :math:`\bar F_n(t) = \#\{R_i \ge t\}/n` at each threshold.
 
     Shapes
     ------
-    returns [n], thresholds [m] -> [m], in the dtype and device of ``returns``.
-    Sorting costs :math:`O(n\log n + m\log n)`.
+    returns [n], thresholds [m] -> [m], in the dtype (float64 for integer
+    input) and device of ``returns``; counted in float64. Sorting costs
+    :math:`O(n\log n + m\log n)`.
     """
-    r = as_tensor(returns, name="returns")
-    check_ndim(r, 1, name="returns", layout="[episodes]")
-    t = as_tensor(thresholds, name="thresholds").to(device=r.device, dtype=r.dtype if r.is_floating_point() else torch.float64)
-    rs, _ = torch.sort(r.to(t.dtype))
-    below = torch.searchsorted(rs, t, right=False)  # number of returns < t
-    return (r.numel() - below).to(t.dtype) / r.numel()
+    tail, _, out = _tail64(returns, thresholds)
+    return tail.to(out)
 
 
 def dkw_tail_lower_bounds(returns, thresholds, *, alpha: float) -> torch.Tensor:
     r"""DKW lower bounds :math:`\max(\bar F_n(t) - \sqrt{\ln(2/\alpha)/(2n)}, 0)`, simultaneous over all :math:`t`.
 
+    Computed in float64 and rounded down to the dtype of ``returns``.
+
     Shapes
     ------
     returns [n], thresholds [m] -> [m].
     """
-    a = float(alpha)
-    if not (0.0 < a < 1.0):
-        raise ValueError(f"alpha must lie strictly between 0 and 1; got {alpha}.")
-    tail = empirical_tail(returns, thresholds)
-    n = as_tensor(returns, name="returns").numel()
+    a = _alpha(alpha)
+    tail, n, out = _tail64(returns, thresholds)
     eps = math.sqrt(math.log(2.0 / a) / (2.0 * n))
-    return torch.clamp(tail - eps, min=0.0)
+    return round_down_to(torch.clamp(tail - eps, min=0.0), out)
 
 
 def clopper_pearson_tail_lower_bounds(returns, thresholds, *, alpha: float) -> torch.Tensor:
@@ -252,33 +334,58 @@ def clopper_pearson_tail_lower_bounds(returns, thresholds, *, alpha: float) -> t
 
     The thresholds must be fixed before the returns are seen (Bonferroni is
     over a fixed family), e.g. the integers of an integer-valued return.
+    Computed in float64 and rounded down to the dtype of ``returns``.
 
     Shapes
     ------
     returns [n], thresholds [m] -> [m].
     """
-    a = float(alpha)
-    if not (0.0 < a < 1.0):
-        raise ValueError(f"alpha must lie strictly between 0 and 1; got {alpha}.")
-    tail = empirical_tail(returns, thresholds)
-    n = as_tensor(returns, name="returns").numel()
+    a = _alpha(alpha)
+    tail, n, out = _tail64(returns, thresholds)
     m = tail.numel()
-    k = np.rint(tail.detach().cpu().double().numpy() * n)
+    k = np.rint(tail.detach().cpu().numpy() * n)
     with np.errstate(invalid="ignore"):
         lower = np.where(k > 0, beta_dist.ppf(a / m, np.maximum(k, 1), n - k + 1), 0.0)
-    return torch.as_tensor(lower, dtype=tail.dtype, device=tail.device)
+    return round_down_to(torch.as_tensor(lower, dtype=torch.float64, device=tail.device), out)
 
 
 def attacked_tail_lower_bounds(tail_lower_bounds: torch.Tensor, budgets: torch.Tensor, *, sigma: float) -> torch.Tensor:
     r""":math:`\Phi(\Phi^{-1}(\underline p_k) - B_j/\sigma)` for every budget and threshold (eq. (1) of the theory module).
 
+    Parameters
+    ----------
+    tail_lower_bounds : Tensor, shape [m]
+        Clean tail lower bounds in :math:`[0, 1]`.
+    budgets : Tensor or sequence, shape [K]
+        Budgets :math:`B \ge 0`.
+    sigma : float, > 0
+        Smoothing noise scale. A negative ``sigma`` would turn the bound into
+        one *above* the clean tail, so it raises instead.
+
+    Returns
+    -------
+    Tensor, shape [K, m]
+        Computed in float64 and rounded down to the dtype of
+        ``tail_lower_bounds`` (float64 for non-tensor input).
+
     Shapes
     ------
     tail_lower_bounds [m], budgets [K] -> [K, m].
     """
-    p = tail_lower_bounds
-    z = torch.special.ndtri(p.clamp(0.0, 1.0))
-    return _normal_cdf(z.unsqueeze(0) - budgets.reshape(-1, 1).to(p.dtype) / sigma)
+    s = _positive_float(sigma, name="sigma", what="the smoothing noise scale")
+    out = _out_dtype(tail_lower_bounds)
+    if tail_lower_bounds is None:
+        raise ValueError("tail_lower_bounds must be a 1-d sequence of probabilities in [0, 1]; got None.")
+    p = _like(tail_lower_bounds, torch.empty(0, dtype=torch.float64, device=tail_lower_bounds.device
+                                             if isinstance(tail_lower_bounds, torch.Tensor) else "cpu"),
+              name="tail_lower_bounds")
+    if p.numel() == 0 or not bool(torch.isfinite(p).all()) or bool(((p < 0) | (p > 1)).any()):
+        raise ValueError(f"tail_lower_bounds must be a non-empty list of probabilities in [0, 1]; got {p.tolist()[:8]}.")
+    b = _like(budgets, p, name="budgets")
+    if b.numel() == 0 or not bool(torch.isfinite(b).all()) or bool((b < 0).any()):
+        raise ValueError(f"budgets must be a non-empty list of finite numbers >= 0; got {b.tolist()[:8]}.")
+    z = torch.special.ndtri(p)
+    return round_down_to(_normal_cdf(z.unsqueeze(0) - b.reshape(-1, 1) / s), out)
 
 
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -365,7 +472,10 @@ def certify_returns(
     -------
     SmoothingCertificate
         Tensors in the dtype and device of ``returns`` (float64 for integer
-        input).
+        input). Everything is computed in float64; for a float32 or float16
+        ``returns`` the bounds (``expected_reward``, ``percentiles``,
+        ``tail_lower_bounds``) are rounded toward minus infinity, so they never
+        exceed the float64 certificate.
 
     Shapes
     ------
@@ -381,6 +491,8 @@ def certify_returns(
     """
     if method not in ("dkw", "clopper-pearson"):
         raise ValueError(f"method must be 'dkw' or 'clopper-pearson'; got {method!r}.")
+    if isinstance(percentile_levels, (str, bytes)) or percentile_levels is None:
+        raise ValueError(f"percentile_levels must be a sequence of numbers in (0, 1); got {percentile_levels!r}.")
     r, s, a, lo, hi, b = check_certificate_inputs(returns, sigma=sigma, alpha=alpha, reward_range=reward_range, budgets=budgets)
     lv = torch.as_tensor(list(np.atleast_1d(np.asarray(percentile_levels, dtype=np.float64))), dtype=r.dtype, device=r.device)
     if lv.numel() == 0 or bool(((lv <= 0) | (lv >= 1)).any()):
@@ -428,13 +540,14 @@ def certify_returns(
     if not reason and bool(vacuous.any()):
         reason = "some budgets certify nothing above reward_min (the attacked tail bounds underflow to 0)"
     pct = _percentiles(t, z, b / s, lv, lo)
+    out = _out_dtype(returns)  # computed in float64; lower bounds rounded down to the input dtype
     return SmoothingCertificate(
-        budgets=b,
-        expected_reward=expected,
-        percentile_levels=lv,
-        percentiles=pct,
-        thresholds=t,
-        tail_lower_bounds=p,
+        budgets=b.to(out),
+        expected_reward=round_down_to(expected, out),
+        percentile_levels=lv.to(out),
+        percentiles=round_down_to(pct, out),
+        thresholds=t.to(out),
+        tail_lower_bounds=round_down_to(p, out),
         empirical_mean=float(r.mean()),
         vacuous=vacuous,
         alpha=a,
@@ -444,4 +557,99 @@ def certify_returns(
         reward_min=lo,
         reward_max=hi,
         reason=reason,
+    )
+
+
+@dataclass(frozen=True)
+class BonferroniCertificate:
+    r"""The larger of several certificates, each at level :math:`\alpha/J` (Bonferroni), valid at level :math:`\alpha`.
+
+    Attributes
+    ----------
+    budgets : Tensor, shape [K]
+    expected_reward : Tensor, shape [K]
+        :math:`\max_j` of the members' certified attacked expected rewards.
+    best_method : tuple of str, length K
+        Which member gives the maximum at each budget.
+    members : dict[str, SmoothingCertificate]
+        Each method's certificate, computed at level ``alpha / len(members)``.
+    alpha : float
+        Overall failure probability: with probability at least ``1 - alpha``
+        every member holds, so their maximum holds.
+    """
+
+    budgets: torch.Tensor
+    expected_reward: torch.Tensor
+    best_method: tuple
+    members: dict
+    alpha: float
+
+    @property
+    def confidence(self) -> float:
+        """``1 - alpha``."""
+        return 1.0 - self.alpha
+
+
+def certify_returns_bonferroni(
+    returns,
+    *,
+    budgets,
+    sigma: float,
+    alpha: float = 0.05,
+    reward_range: tuple[float, float],
+    methods: tuple = ("dkw", "clopper-pearson"),
+    thresholds: dict | None = None,
+    **kwargs,
+) -> BonferroniCertificate:
+    r"""One certificate at level :math:`\alpha` from several methods: each at :math:`\alpha/J`, then the maximum.
+
+    Each of the :math:`J` methods' certificates fails with probability at most
+    :math:`\alpha/J`; by the union bound all hold together with probability
+    at least :math:`1-\alpha`, and then so does their maximum. Taking the
+    maximum of certificates each at level :math:`\alpha` would only be a
+    :math:`J\alpha`-level statement.
+
+    Parameters
+    ----------
+    returns, budgets, sigma, reward_range
+        As in :func:`certify_returns`.
+    alpha : float in (0, 1)
+        Overall failure probability.
+    methods : tuple of {"dkw", "clopper-pearson"}
+        Distinct methods to combine.
+    thresholds : dict, optional
+        Per-method thresholds (e.g. ``{"clopper-pearson": integers}``); each
+        must be fixed before seeing the returns where the method requires it.
+    **kwargs
+        Passed to :func:`certify_returns` (``num_thresholds``, ``percentile_levels``).
+
+    Returns
+    -------
+    BonferroniCertificate
+
+    Shapes
+    ------
+    returns [n], budgets [K] -> expected_reward [K].
+    """
+    a = _alpha(alpha)
+    if isinstance(methods, str) or len(methods) == 0 or len(set(methods)) != len(methods):
+        raise ValueError(f"methods must be a non-empty tuple of distinct method names; got {methods!r}.")
+    thresholds = dict(thresholds or {})
+    unknown = set(thresholds) - set(methods)
+    if unknown:
+        raise ValueError(f"thresholds has keys {sorted(unknown)} that are not in methods {list(methods)}.")
+    members = {
+        m: certify_returns(returns, budgets=budgets, sigma=sigma, alpha=a / len(methods), reward_range=reward_range,
+                           method=m, thresholds=thresholds.get(m), **kwargs)
+        for m in methods
+    }
+    stacked = torch.stack([c.expected_reward for c in members.values()])  # [J, K]
+    best, idx = stacked.max(dim=0)
+    names = list(members)
+    return BonferroniCertificate(
+        budgets=next(iter(members.values())).budgets,
+        expected_reward=best,
+        best_method=tuple(names[i] for i in idx.tolist()),
+        members=members,
+        alpha=a,
     )

@@ -210,3 +210,114 @@ def test_exact_non_coverage_of_a_single_tail_bound(method, n):
     assert worst <= alpha * (1 + 1e-12)
     if method == "clopper-pearson":
         assert worst > alpha / 4  # and not absurdly conservative: CP is exact-ish for a single threshold
+
+
+# --------------------------------------------------------------------------
+# issue 13/14: float64 arithmetic, clear errors, one alpha-level certificate from two methods
+# --------------------------------------------------------------------------
+from polab.estimators.smoothing_certificates import (  # noqa: E402
+    attacked_tail_lower_bounds,
+    certify_returns_bonferroni,
+    round_down_to,
+)
+
+
+@pytest.mark.parametrize("method", ["dkw", "clopper-pearson"])
+def test_float32_certificate_never_above_float64(method):
+    # float32 arithmetic used to give certificates up to ~1e-5 above the float64 value on 0-200 returns
+    # (measured 9.9e-6 over these 100 samples before the fix); now computed in float64 and rounded down.
+    g = torch.Generator().manual_seed(0)
+    budgets = torch.linspace(0, 1, 11, dtype=torch.float64)
+    thr = torch.arange(1.0, 201.0) if method == "clopper-pearson" else None
+    for _ in range(100):
+        r = (torch.rand(50, generator=g) * 200).floor()
+        c32 = certify_returns(r, budgets=budgets, sigma=0.4, reward_range=(0, 200), method=method, thresholds=thr)
+        c64 = certify_returns(r.double(), budgets=budgets, sigma=0.4, reward_range=(0, 200), method=method, thresholds=thr)
+        assert c32.expected_reward.dtype == torch.float32
+        assert bool((c32.expected_reward.double() <= c64.expected_reward).all())
+        assert bool((c32.tail_lower_bounds.double() <= c64.tail_lower_bounds).all())
+        assert bool((c32.percentiles.double() <= c64.percentiles).all())
+        # and no more than one float32 step below (relative spacing 2^-23 ~ 1.2e-7, two steps allowed)
+        torch.testing.assert_close(c32.expected_reward.double(), c64.expected_reward, rtol=2.5e-7, atol=0)
+
+
+def test_round_down_to_is_a_lower_bound_within_one_step():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(10_000, generator=g, dtype=torch.float64) * 100
+    y = round_down_to(x, torch.float32)
+    assert y.dtype == torch.float32 and bool((y.double() <= x).all())
+    assert bool((torch.nextafter(y, torch.full_like(y, math.inf)).double() > x).all())  # the largest such float32
+    assert round_down_to(x, torch.float64) is x
+
+
+def test_attacked_tails_follow_the_formula_and_refuse_bad_sigma():
+    p = torch.tensor([0.0, 0.3, 0.9, 1.0], dtype=torch.float64)
+    b = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    from scipy.stats import norm
+    want = norm.cdf(norm.ppf(p.numpy())[None, :] - b.numpy()[:, None] / 0.25)
+    np.testing.assert_allclose(attacked_tail_lower_bounds(p, b, sigma=0.25).numpy(), want, rtol=1e-12)
+    # sigma = -1 used to return Phi(Phi^-1(p) + B), a number above the clean tail
+    for bad in (-1.0, 0.0, float("nan"), "abc", None):
+        with pytest.raises(ValueError, match="sigma"):
+            attacked_tail_lower_bounds(p, b, sigma=bad)
+    with pytest.raises(ValueError, match="budgets"):
+        attacked_tail_lower_bounds(p, torch.tensor([-0.1]), sigma=1.0)
+    with pytest.raises(ValueError, match="tail_lower_bounds"):
+        attacked_tail_lower_bounds(torch.tensor([1.2]), b, sigma=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(sigma="abc"), r"sigma must be a number .*'abc' \(str\)"),
+        (dict(sigma=None), "sigma must be a number"),
+        (dict(sigma=True), "sigma must be a number"),
+        (dict(alpha="0.05"), "alpha must be a number"),
+        (dict(returns=None), "returns must be a 1-d sequence .*NoneType"),
+        (dict(returns="1 2 3"), "returns must be a 1-d sequence"),
+        (dict(returns=["a", "b"]), "returns must be a 1-d sequence"),
+        (dict(returns=[]), "returns is empty"),
+        (dict(percentile_levels="0.5"), "percentile_levels"),
+    ],
+)
+def test_unclear_inputs_now_give_clear_errors(kwargs, match):
+    args = dict(returns=[1.0, 2.0, 3.0], budgets=[0.0, 0.1], sigma=0.5, alpha=0.05, reward_range=(0, 5)) | kwargs
+    r = args.pop("returns")
+    with pytest.raises(ValueError, match=match):
+        certify_returns(r, **args)
+
+
+def test_bonferroni_certificate_is_the_max_of_members_at_alpha_over_two():
+    r = _returns(400)
+    thr = torch.arange(1.0, 51.0, dtype=torch.float64)
+    budgets = [0.0, 0.2, 0.6]
+    c = certify_returns_bonferroni(r, budgets=budgets, sigma=0.5, alpha=0.1, reward_range=(0, 50),
+                                   thresholds={"clopper-pearson": thr})
+    d = certify_returns(r, budgets=budgets, sigma=0.5, alpha=0.05, reward_range=(0, 50), method="dkw")
+    cp = certify_returns(r, budgets=budgets, sigma=0.5, alpha=0.05, reward_range=(0, 50), method="clopper-pearson",
+                         thresholds=thr)
+    torch.testing.assert_close(c.expected_reward, torch.maximum(d.expected_reward, cp.expected_reward), rtol=0, atol=0)
+    assert c.members["dkw"].alpha == 0.05 and c.members["clopper-pearson"].alpha == 0.05 and c.alpha == 0.1
+    # the naive max at level alpha each is larger (less safe) wherever the best member is not vacuous
+    naive = certify_returns(r, budgets=budgets, sigma=0.5, alpha=0.1, reward_range=(0, 50), method="clopper-pearson",
+                            thresholds=thr).expected_reward
+    assert bool((naive > c.expected_reward).all())
+    with pytest.raises(ValueError, match="methods"):
+        certify_returns_bonferroni(r, budgets=budgets, sigma=0.5, reward_range=(0, 50), methods=("dkw", "dkw"))
+
+
+@pytest.mark.parametrize("n", [10, 40, 150])
+def test_bonferroni_certificate_exact_non_coverage(n):
+    # exact, no sampling: returns in {0, 1}, reward_range (0, 1), one threshold, budget 0.3, sigma 0.5.
+    # The certificate is a function of k ~ Binomial(n, p); the attacked tail Phi(Phi^-1(p) - B/sigma) is
+    # increasing in p, so P[cert > truth] = sum_k pmf(k) 1{cert(k) > truth(p)} must be <= alpha for every p.
+    from scipy.stats import norm
+    alpha, B, sigma = 0.1, 0.3, 0.5
+    cert = np.array([float(certify_returns_bonferroni(
+        torch.cat([torch.ones(k), torch.zeros(n - k)]).double(), budgets=[B], sigma=sigma, alpha=alpha,
+        reward_range=(0, 1), thresholds={"clopper-pearson": [1.0]}).expected_reward[0]) for k in range(n + 1)])
+    worst = 0.0
+    for p in np.linspace(0.005, 0.995, 199):
+        truth = norm.cdf(norm.ppf(p) - B / sigma)
+        worst = max(worst, float(binom.pmf(np.arange(n + 1), n, p)[cert > truth + 1e-12].sum()))
+    assert worst <= alpha * (1 + 1e-12)
