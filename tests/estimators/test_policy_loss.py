@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from polab.estimators.policy_loss import AGGREGATIONS, aggregate, aggregation_weight, kl_penalty, ppo_clip_loss
+from polab.estimators.policy_loss import AGGREGATIONS, aggregate, aggregation_weight, kl_penalty, ppo_clip_loss, truncated_is_weights
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
 
@@ -34,8 +34,12 @@ def loop_loss(logp, old, adv, mask, *, eps_lo, eps_hi, dual, mode, L):
     m = mask.tolist()
     if mode == "token-mean":
         return sum(tok[b][t] * m[b][t] for b in range(B) for t in range(T)) / sum(map(sum, m))
+    if mode == "token-sum":
+        return sum(tok[b][t] * m[b][t] for b in range(B) for t in range(T))
     if mode == "seq-mean-token-sum-norm":
-        return sum(tok[b][t] * m[b][t] for b in range(B) for t in range(T)) / (B * L)
+        # verl 0.9.1 agg_loss: divide by the number of NON-EMPTY rows times L
+        nonempty = sum(1 for b in range(B) if sum(m[b]) > 0)
+        return sum(tok[b][t] * m[b][t] for b in range(B) for t in range(T)) / (nonempty * L)
     seqs = []
     for b in range(B):
         n = sum(m[b])
@@ -161,3 +165,112 @@ def test_clip_fraction_split_dual_fraction_and_ppo_kl_hand_values():
     res0 = ppo_clip_loss(lr, old, adv, mask, clip_low=0.2, clip_high=0.28)
     assert res0.dual_clip_fraction == 0.0
     assert (res0.clip_fraction_low, res0.clip_fraction_high) == (res.clip_fraction_low, res.clip_fraction_high)
+
+
+def test_seq_mean_token_sum_norm_counts_nonempty_rows_only():
+    # verl 0.9.1 agg_loss: seq-mean over rows with a response token, then / L.
+    # Row 0 sums to 1 + 2 = 3, row 1 is empty: 3 / (1 * 4) = 0.75 (dividing by all rows would give 0.375).
+    v = torch.tensor([[1.0, 2.0], [5.0, 7.0]], dtype=torch.float64)
+    m = torch.tensor([[1, 1], [0, 0]], dtype=torch.float64)
+    assert aggregate(v, m, "seq-mean-token-sum-norm", max_length=4).item() == 0.75
+    assert aggregate(v, m, "token-sum").item() == 3.0
+    # the split weights agree: the empty row's part weighs 0, the other 1
+    assert aggregation_weight(m[:1], 2.0, 1.0, "seq-mean-token-sum-norm") == 1.0
+    assert aggregation_weight(m[1:], 2.0, 1.0, "seq-mean-token-sum-norm") == 0.0
+    assert aggregation_weight(m[1:], 2.0, 1.0, "token-sum") == 1.0
+
+
+@pytest.mark.parametrize("mode", AGGREGATIONS)
+def test_nonfinite_values_outside_the_mask_do_not_leak(mode):
+    # NaN / -inf at padding (log-probabilities of pad tokens) must change neither loss nor gradient.
+    logp, old, adv, mask = make_batch(4)
+    pad = mask == 0
+    dirty_logp = torch.where(pad, torch.full_like(logp, float("nan")), logp).requires_grad_(True)
+    dirty_old = torch.where(pad, torch.full_like(old, float("-inf")), old)
+    dirty_adv = torch.where(pad, torch.full_like(adv, float("nan")), adv)
+    dirty_ref = torch.where(pad, torch.full_like(old, float("nan")), logp - 0.3)
+    clean_logp = logp.clone().requires_grad_(True)
+    kw = dict(aggregation=mode, max_length=9, kl_coef=0.1, kl_estimator="k3", dual_clip=3.0)
+    r_dirty = ppo_clip_loss(dirty_logp, dirty_old, dirty_adv, mask, ref_logp=dirty_ref, **kw)
+    r_clean = ppo_clip_loss(clean_logp, old, adv, mask, ref_logp=logp - 0.3, **kw)
+    r_dirty.loss.backward()
+    r_clean.loss.backward()
+    assert torch.isfinite(dirty_logp.grad).all()
+    assert r_dirty.loss.item() == pytest.approx(r_clean.loss.item(), rel=1e-12, abs=1e-14)
+    torch.testing.assert_close(dirty_logp.grad, clean_logp.grad, **F64)
+    assert torch.isfinite(r_dirty.per_token).all()
+    assert r_dirty.ppo_kl == pytest.approx(r_clean.ppo_kl, rel=1e-12, abs=1e-14)
+
+
+def test_bad_inputs_raise_clear_errors():
+    logp, old, adv, mask = make_batch()
+    nan_on_mask = logp.clone()
+    nan_on_mask[0, 0] = float("nan")  # row 0 has 7 response tokens
+    with pytest.raises(ValueError, match="logp .on response tokens. has non-finite"):
+        ppo_clip_loss(nan_on_mask, old, adv, mask)
+    with pytest.raises(ValueError, match="old_logp .on response tokens. has non-finite"):
+        ppo_clip_loss(logp, nan_on_mask, adv, mask)
+    with pytest.raises(ValueError, match="ref_logp .on response tokens."):
+        ppo_clip_loss(logp, old, adv, mask, ref_logp=nan_on_mask, kl_coef=0.1)
+    with pytest.raises(ValueError, match="kl_coef must be a finite number >= 0"):
+        ppo_clip_loss(logp, old, adv, mask, ref_logp=logp, kl_coef=-0.1)
+    with pytest.raises(ValueError, match="kl_coef"):
+        ppo_clip_loss(logp, old, adv, mask, ref_logp=logp, kl_coef=float("nan"))
+    with pytest.raises(ValueError, match=r"max_length must be >= the response length of the batch \(7 columns\); got 5"):
+        ppo_clip_loss(logp, old, adv, mask, aggregation="seq-mean-token-sum-norm", max_length=5)
+    with pytest.raises(ValueError, match="max_length"):
+        ppo_clip_loss(logp, old, adv, mask, max_length=3)
+    with pytest.raises(ValueError, match="unknown KL estimator"):
+        kl_penalty(logp, old, "k4")
+    with pytest.raises(ValueError, match="is_weights must be >= 0"):
+        ppo_clip_loss(logp, old, adv, mask, is_weights=-torch.ones_like(logp))
+
+
+def test_abs_and_straight_through_kl():
+    logp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0, -0.5]], dtype=torch.float64)
+    d = (ref - logp).detach()  # [-0.5, 1.0, 0.0]
+    torch.testing.assert_close(kl_penalty(logp, ref, "abs"), d.abs(), **F64)
+    torch.testing.assert_close(kl_penalty(logp, ref, "low_var_kl"), kl_penalty(logp, ref, "k3"), **F64)
+    for est, value in (("k1+", -d), ("abs+", d.abs()), ("k3+", torch.exp(d) - d - 1), ("k2+", 0.5 * d**2)):
+        kl = kl_penalty(logp, ref, est)
+        torch.testing.assert_close(kl.detach(), value, **F64)  # forward value of the base estimator
+        (g,) = torch.autograd.grad(kl.sum(), logp)
+        # gradient of k2 = (logp - ref)^2 / 2 with respect to logp: logp - ref = -d
+        torch.testing.assert_close(g, -d, **F64)
+    (g3,) = torch.autograd.grad(kl_penalty(logp, ref, "k3").sum(), logp)
+    torch.testing.assert_close(g3, 1 - torch.exp(d), **F64)  # plain k3: d/dlogp (e^d - d - 1) = 1 - e^d
+
+
+def test_truncated_is_weights_hand_values():
+    # trainer - rollout log-ratios: row 0 [ln 3, ln 0.5, pad], row 1 [ln 1.5, ln 1.2, ln 0.1]
+    tr = torch.tensor([[math.log(3.0), math.log(0.5), 0.0], [math.log(1.5), math.log(1.2), math.log(0.1)]], dtype=torch.float64)
+    ro = torch.zeros_like(tr)
+    ro[0, 2] = float("nan")  # rollout engine's value at padding: ignored
+    m = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.float64)
+    w = truncated_is_weights(tr, ro, m, upper=2.0)
+    torch.testing.assert_close(w, torch.tensor([[2.0, 0.5, 0.0], [1.5, 1.2, 0.1]], dtype=torch.float64), **F64)
+    # sequence level: products 3 * 0.5 = 1.5 and 1.5 * 1.2 * 0.1 = 0.18, below the cap 2
+    ws = truncated_is_weights(tr, ro, m, level="sequence", upper=2.0)
+    torch.testing.assert_close(ws, torch.tensor([[1.5, 1.5, 0.0], [0.18, 0.18, 0.18]], dtype=torch.float64), **F64)
+    # IcePop [0.4, 2]: 3 and 0.1 fall outside -> 0
+    wi = truncated_is_weights(tr, ro, m, upper=2.0, lower=0.4)
+    torch.testing.assert_close(wi, torch.tensor([[0.0, 0.5, 0.0], [1.5, 1.2, 0.0]], dtype=torch.float64), **F64)
+    # batch normalisation of the token weights: mean over 5 tokens = (2 + .5 + 1.5 + 1.2 + .1) / 5 = 1.06
+    wn = truncated_is_weights(tr, ro, m, upper=2.0, batch_normalize=True)
+    torch.testing.assert_close(wn, w / 1.06, **F64)
+    with pytest.raises(ValueError, match="upper must be"):
+        truncated_is_weights(tr, ro, m, upper=0.0)
+
+
+def test_is_weights_multiply_the_surrogate_not_the_kl():
+    # On-policy (ratio 1) the surrogate per token is -A; with weights w it is -w A.
+    logp = torch.zeros(1, 2, dtype=torch.float64)
+    adv = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    m = torch.ones(1, 2, dtype=torch.float64)
+    w = torch.tensor([[0.5, 2.0]], dtype=torch.float64)
+    ref = torch.full((1, 2), -0.2, dtype=torch.float64)  # k2 per token 0.02
+    res = ppo_clip_loss(logp, logp, adv, m, is_weights=w, ref_logp=ref, kl_coef=1.0, kl_estimator="k2")
+    # token-mean surrogate: (-0.5 * 1 + -2 * -2) / 2 = 1.75; KL 0.02
+    assert res.policy_loss.item() == pytest.approx(1.75, rel=1e-12)
+    assert res.loss.item() == pytest.approx(1.77, rel=1e-12)
