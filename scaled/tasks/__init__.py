@@ -1,0 +1,23 @@
+"""Tasks: one protocol (:class:`PromptTask`, :class:`RewardResult`) for every trainer, built by spec.
+
+See :mod:`polab.scaled.tasks.protocol` for the protocol and
+:mod:`polab.scaled.tasks.registry` for specs (``arithmetic``, ``kk``,
+``length-target``, ``jsonl:PATH``, ``hf-dataset:PATH``).
+"""
+
+from .protocol import PromptTask, RewardResult, ScoredReward, as_reward_result, check_task
+from .registry import TASKS, accepted_options, build_task, register_task, task_options, task_spec
+
+__all__ = [
+    "PromptTask",
+    "RewardResult",
+    "ScoredReward",
+    "as_reward_result",
+    "check_task",
+    "TASKS",
+    "register_task",
+    "build_task",
+    "task_spec",
+    "task_options",
+    "accepted_options",
+]

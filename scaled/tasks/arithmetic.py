@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .protocol import ScoredReward
+
 __all__ = ["AdditionProblem", "ArithmeticReward", "ArithmeticTask", "parse_integer"]
 
 MAX_DIGITS = 18
@@ -33,14 +35,12 @@ class AdditionProblem:
         return self.a + self.b
 
 
-@dataclass(frozen=True)
-class ArithmeticReward:
-    """``total`` is 1 for the right sum and 0 otherwise; ``format_score`` is +1 when an integer was found, -1 otherwise."""
+class ArithmeticReward(ScoredReward):
+    """``total`` is 1 for the right sum and 0 otherwise; ``format_score`` is +1 when an integer was found, -1 otherwise.
 
-    format_score: float
-    answer_score: float
-    total: float
-    correct: bool
+    A :class:`~polab.scaled.tasks.protocol.RewardResult`: ``components`` holds
+    ``format_score`` and ``answer_score``.
+    """
 
 
 def parse_integer(text: str) -> int | None:
@@ -62,6 +62,8 @@ class ArithmeticTask:
         Unused by sampling (problems are drawn from the ``rng`` given to
         :meth:`sample`); kept for interface parity with the puzzle task.
     """
+
+    name = "arithmetic"
 
     def __init__(self, digits=(1, 2, 3, 4), *, puzzles_per_size: int | None = None, seed: int = 0):
         digits = tuple(int(d) for d in digits)

@@ -57,6 +57,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .protocol import ScoredReward
+
 __all__ = [
     "NAMES",
     "MIN_PEOPLE",
@@ -965,9 +967,8 @@ def check_format(text: str) -> bool:
     return _FORMAT.fullmatch(text) is not None
 
 
-@dataclass(frozen=True)
-class KKReward:
-    """Graded response.
+class KKReward(ScoredReward):
+    """Graded response (a :class:`~polab.scaled.tasks.protocol.RewardResult`; ``components`` holds the two scores).
 
     Attributes
     ----------
@@ -980,11 +981,6 @@ class KKReward:
     correct : bool
         True iff ``answer_score == 2``.
     """
-
-    format_score: float
-    answer_score: float
-    total: float
-    correct: bool
 
 
 def kk_reward(response_text: str, puzzle: KKPuzzle) -> KKReward:
@@ -1078,6 +1074,8 @@ class KnightsKnavesTask:
     DUMP names its sources ``kk_logic_<n>`` and uses 900 training puzzles per
     size; here the name is ``kk_<n>people`` and the pool size is a parameter.
     """
+
+    name = "kk"
 
     def __init__(
         self,

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LengthTargetTask", "LengthPrompt", "count_words"]
+from .protocol import RewardResult
+
+__all__ = ["LengthTargetTask", "LengthPrompt", "LengthReward", "count_words"]
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
@@ -43,6 +45,24 @@ class LengthPrompt:
     topic: str
 
 
+class LengthReward(float, RewardResult):
+    """The length reward: a :class:`~polab.scaled.tasks.protocol.RewardResult` that is also the float ``total``.
+
+    ``correct`` is ``words == target_words``; ``components`` is ``{"words": words}``.
+    Being a float keeps code that used the task's former float return
+    (``torch.tensor([task.reward(t) ...])``, ``reward == 1.0``) working unchanged.
+    """
+
+    def __new__(cls, total: float, correct: bool, components=None):
+        return float.__new__(cls, total)
+
+    def __init__(self, total: float, correct: bool, components=None) -> None:
+        RewardResult.__init__(self, total, correct, dict(components or {}))
+
+    def __repr__(self) -> str:
+        return f"LengthReward(total={self.total!r}, correct={self.correct!r}, components={self.components!r})"
+
+
 class LengthTargetTask:
     """Describe a topic; reward ``exp(-|words - target| / scale)``.
 
@@ -52,7 +72,14 @@ class LengthTargetTask:
         The reward's peak (>= 1).
     scale : float
         Decay length in words (> 0).
+
+    Notes
+    -----
+    One distribution, ``"topics"``; :meth:`sample` draws a topic uniformly
+    (the ``source`` argument may be omitted).
     """
+
+    name = "length-target"
 
     def __init__(self, *, target_words: int = 3, scale: float = 4.0):
         if target_words < 1 or scale <= 0:
@@ -60,11 +87,19 @@ class LengthTargetTask:
         self.target_words = int(target_words)
         self.scale = float(scale)
 
-    def sample(self, *, rng: np.random.Generator) -> LengthPrompt:
+    @property
+    def distributions(self) -> list[str]:
+        return ["topics"]
+
+    def sample(self, source: str | None = None, *, rng: np.random.Generator) -> LengthPrompt:
+        if source is not None and source not in self.distributions:
+            raise ValueError(f"unknown source {source!r}; this task has {self.distributions}.")
         return LengthPrompt(TOPICS[int(rng.integers(len(TOPICS)))])
 
     def prompt(self, item: LengthPrompt) -> str:
         return f"Describe {item.topic}."
 
-    def reward(self, response: str, item: LengthPrompt | None = None) -> float:
-        return math.exp(-abs(count_words(response) - self.target_words) / self.scale)
+    def reward(self, response: str, item: LengthPrompt | None = None) -> LengthReward:
+        words = count_words(response)
+        total = math.exp(-abs(words - self.target_words) / self.scale)
+        return LengthReward(total, words == self.target_words, {"words": float(words)})
