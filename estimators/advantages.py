@@ -28,6 +28,8 @@ Learning from Human Feedback in LLMs", ACL 2024 (RLOO).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -190,8 +192,8 @@ def group_advantages(
         raise ValueError(f"scale must be 'group', 'batch' or 'none'; got {scale!r}.")
     if singleton not in ("zero", "raw"):
         raise ValueError(f"singleton must be 'zero' or 'raw'; got {singleton!r}.")
-    if epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0; got {epsilon}.")
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0 (the convention's default is {conv['epsilon']}); got {epsilon}.")
 
     inv, counts, mean, gstd, centred, constant = _segment_stats(r, g, unbiased=(std == "unbiased"))
     row_mean = mean[inv]
@@ -240,32 +242,44 @@ def dr_grpo_advantages(rewards, group_ids) -> GroupAdvantages:
     return group_advantages(rewards, group_ids, scale="none")
 
 
-def rloo_advantages(rewards, group_ids) -> GroupAdvantages:
+def rloo_advantages(rewards, group_ids, *, singleton: Literal["zero", "raw"] = "zero") -> GroupAdvantages:
     r"""REINFORCE leave-one-out advantages.
 
     .. math:: A_i = r_i - \frac{1}{n_g - 1}\sum_{j\in g, j\ne i} r_j
               = \frac{n_g}{n_g - 1}\,(r_i - \bar r_g)
 
-    (Ahmadian et al. 2024, eq. 7; verl's ``rloo`` and OpenRLHF's ``rloo`` use
-    the same exact baseline). Singleton groups have no baseline and get 0.
+    (Ahmadian et al. 2024, eq. 7; verl's ``rloo`` and ``rloo_vectorized`` and
+    OpenRLHF's ``rloo`` use the same exact baseline).
 
     Parameters
     ----------
     rewards : Tensor, shape [batch]
     group_ids : Tensor, shape [batch], integer
+    singleton : {"zero", "raw"}
+        A group of one response has no leave-one-out baseline. ``"zero"``
+        (default) gives it advantage 0, as verl 0.9.1
+        ``core_algos.py::compute_rloo_vectorized_outcome_advantage`` does
+        (the factor ``(c > 1)``); ``"raw"`` keeps its raw score (baseline 0),
+        as verl 0.9.1's loop version ``compute_rloo_outcome_advantage`` does
+        (its group mean is set to 0 and the score is left unchanged).
 
     Returns
     -------
     GroupAdvantages
-        ``group_mean`` is the group mean, ``group_std`` ones.
+        ``group_mean`` is the group mean (0 for a singleton under
+        ``"raw"``), ``group_std`` ones.
     """
+    if singleton not in ("zero", "raw"):
+        raise ValueError(f"singleton must be 'zero' (verl rloo_vectorized) or 'raw' (verl rloo); got {singleton!r}.")
     r, g = _check_inputs(rewards, group_ids)
     inv, counts, mean, _, centred, constant = _segment_stats(r, g, unbiased=True)
     n = counts[inv].to(r.dtype)
-    adv = torch.where(n > 1, centred * n / (n - 1.0).clamp_min(1.0), torch.zeros_like(r))
+    lone = torch.zeros_like(r) if singleton == "zero" else r
+    adv = torch.where(n > 1, centred * n / (n - 1.0).clamp_min(1.0), lone)
+    row_mean = mean[inv] if singleton == "zero" else torch.where(n > 1, mean[inv], torch.zeros_like(r))
     return GroupAdvantages(
         advantages=adv,
-        group_mean=mean[inv],
+        group_mean=row_mean,
         group_std=torch.ones_like(r),
         group_size=counts[inv],
         num_groups=int(counts.shape[0]),

@@ -231,41 +231,54 @@ def extended_gae(
     values,
     mask,
     truncated,
-    bootstrap_values,
+    bootstrap_values=None,
     *,
     gamma: float = 1.0,
     lambda_: float = 0.95,
     whiten: Literal["none", "verl", "population"] = "none",
+    truncation: Literal["last-value", "bootstrap"] | None = None,
 ) -> GAEResult:
     r"""T-PPO's extended GAE (EGAE): GAE on responses that may be cut off before EOS.
 
     For a complete response the recursion is PPO's (terminal value 0). For a
-    response truncated after :math:`L` generated tokens (no EOS yet) the state
-    after token :math:`L` is not terminal, so the last TD error bootstraps with
-    the critic's value there,
+    response truncated after :math:`l` generated tokens (no EOS yet) the GAE
+    sum is cut at the truncation point,
 
     .. math::
 
-        \delta_{L-1} = r_{L-1} + \gamma V(s_L) - V(s_{L-1}),\qquad
-        \hat A_t = \sum_{l=0}^{L-t-1} (\gamma\lambda)^l \delta_{t+l},
+        \hat A_t = \sum_{k=0}^{l-t-1} (\gamma\lambda)^k \delta_{t+k},\qquad
+        \delta_{l-1} = r_{l-1} + \gamma V(s_l) - V(s_{l-1}),
 
-    i.e. the GAE sum is cut at the truncation point and the unseen future is
-    replaced by :math:`V(s_L)`. Equivalently, the full-response GAE
-    :math:`\hat A^{full}_t = \hat A^{EGAE}_t + (\gamma\lambda)^{L-t}\hat A^{full}_L`
-    when :math:`V(s_L)` is the critic value the full response would use (an
-    exact identity; tested).
+    and the value of the unseen next state :math:`s_l` is filled in by one of
+    two rules (``truncation``):
+
+    - ``"last-value"`` (T-PPO's form): :math:`V(s_l) = V(s_{l-1})`, the last
+      value the critic computed, so :math:`\delta_{l-1} = r_{l-1} + (\gamma-1)
+      V(s_{l-1})` (just :math:`r_{l-1}` at :math:`\gamma=1`);
+      ``bootstrap_values`` is not needed;
+    - ``"bootstrap"``: :math:`V(s_l)` = ``bootstrap_values``, the critic's
+      value of the state after the last generated token, computed at an
+      extra position. Then the full-response GAE satisfies
+      :math:`\hat A^{full}_t = \hat A^{EGAE}_t + (\gamma\lambda)^{l-t}\hat A^{full}_l`
+      when :math:`V(s_l)` is the value the full response would use (an exact
+      identity; tested).
 
     Parameters
     ----------
     rewards, values, mask : Tensor, shape [batch, time]
-        As in :func:`generalized_advantage_estimation`.
+        As in :func:`generalized_advantage_estimation`. In T-PPO an unfinished
+        response has no task score: its rewards carry at most the per-token KL
+        penalty.
     truncated : Tensor, shape [batch], bool
         True where the response has not finished (no EOS within the window).
-    bootstrap_values : Tensor, shape [batch]
-        :math:`V(s_L)`, the critic's value after the last generated token;
-        used only on truncated rows.
+    bootstrap_values : Tensor, shape [batch], optional
+        :math:`V(s_l)` for ``truncation="bootstrap"``; used only on truncated rows.
     gamma, lambda_ : float
     whiten : {"none", "verl", "population"}
+    truncation : {"last-value", "bootstrap"}, optional
+        When None (the default): ``"bootstrap"`` if ``bootstrap_values`` is
+        given (the behaviour of earlier polab versions, kept for existing
+        calls), else ``"last-value"`` (T-PPO's form).
 
     Returns
     -------
@@ -273,22 +286,48 @@ def extended_gae(
 
     Notes
     -----
-    Derived here from the T-PPO abstract ("advantage estimation derived from
-    incomplete responses") and GAE's definition: EGAE's exact equation in the
-    paper was not available to us, so the form above (bootstrap at the cut,
-    then the usual recursion) is our reading and is marked unconfirmed.
+    Source status: the paper body (Fan et al. 2025) was not readable through
+    our search tool; the ``"last-value"`` rule, :math:`V(s_l) = V(s_{l-1})` with
+    the GAE cut at the truncation point, is the paper's stated assumption as
+    reported by its public review discussion and a secondary summary (issue
+    13). ``"bootstrap"`` is polab's earlier reading (an extra critic position
+    after the cut), a legitimate alternative that is exact for the identity
+    above but is not T-PPO's.
     """
     tr = as_tensor(truncated, name="truncated")
     check_ndim(tr, 1, name="truncated", layout="[batch]")
-    bv = as_tensor(bootstrap_values, name="bootstrap_values")
-    check_ndim(bv, 1, name="bootstrap_values", layout="[batch]")
-    if tr.shape[0] != bv.shape[0]:
-        raise ValueError(f"truncated ({tr.shape[0]}) and bootstrap_values ({bv.shape[0]}) must have one entry per row.")
     if tr.dtype != torch.bool:
         if not bool(((tr == 0) | (tr == 1)).all()):
             raise ValueError("truncated must be boolean (or 0/1).")
         tr = tr.bool()
-    bv = bv.to(torch.as_tensor(rewards).dtype if not isinstance(rewards, torch.Tensor) else rewards.dtype)
+    if truncation is None:
+        truncation = "last-value" if bootstrap_values is None else "bootstrap"
+    if truncation not in ("last-value", "bootstrap"):
+        raise ValueError(f"truncation must be 'last-value' (T-PPO) or 'bootstrap'; got {truncation!r}.")
+    # Float dtype of the recursion (as _check_btv picks it): integer rewards run in the default float
+    # dtype, so a bootstrap of 0.7 is not truncated to an integer first.
+    r_t = as_tensor(rewards, name="rewards")
+    r_dtype = r_t.dtype if r_t.is_floating_point() else torch.get_default_dtype()
+    if truncation == "bootstrap":
+        if bootstrap_values is None:
+            raise ValueError("truncation='bootstrap' needs bootstrap_values (the critic's V after the last generated token), shape [batch].")
+        bv = as_tensor(bootstrap_values, name="bootstrap_values")
+        check_ndim(bv, 1, name="bootstrap_values", layout="[batch]")
+        if tr.shape[0] != bv.shape[0]:
+            raise ValueError(f"truncated ({tr.shape[0]}) and bootstrap_values ({bv.shape[0]}) must have one entry per row.")
+        if not bv.is_floating_point():
+            bv = bv.to(torch.get_default_dtype())
+        bv = bv.to(r_dtype)
+    else:
+        if bootstrap_values is not None:
+            raise ValueError("bootstrap_values is not used with truncation='last-value'; drop it or pass truncation='bootstrap'.")
+        r, v, m = _check_btv(rewards, values, mask)
+        if tr.shape[0] != r.shape[0]:
+            raise ValueError(f"truncated has {tr.shape[0]} entries but rewards has {r.shape[0]} rows.")
+        # V(s_l) := V(s_{l-1}): the value at each row's last response token (0 for an empty row).
+        pos = torch.arange(r.shape[1], device=r.device)
+        last = torch.where(m > 0, pos[None, :], torch.full_like(pos[None, :], -1)).max(dim=1).values
+        bv = torch.where(last >= 0, v.gather(1, last.clamp_min(0)[:, None])[:, 0], torch.zeros(r.shape[0], dtype=v.dtype, device=v.device))
     boot = torch.where(tr.to(bv.device), bv, torch.zeros_like(bv))
     return generalized_advantage_estimation(rewards, values, mask, gamma=gamma, lambda_=lambda_, bootstrap_values=boot, whiten=whiten)
 

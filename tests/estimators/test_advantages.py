@@ -78,6 +78,27 @@ def test_rloo_hand_values():
     torch.testing.assert_close(a, torch.tensor([-1.5, 0.0, 1.5], dtype=torch.float64), **F64)
 
 
+def test_rloo_singleton_conventions_of_verl():
+    # groups {1, 2, 3} (id 5) and the singleton {7} (id 9).
+    # verl 0.9.1 rloo_vectorized: (c*r - sum)/(c-1) * (c > 1) -> 0 for the singleton;
+    # verl 0.9.1 rloo (loop): id2mean = 0 for a singleton and the score is left as is -> 7.
+    r = torch.tensor([1.0, 2.0, 7.0, 3.0], dtype=torch.float64)
+    ids = torch.tensor([5, 5, 9, 5])
+    zero = rloo_advantages(r, ids)
+    raw = rloo_advantages(r, ids, singleton="raw")
+    torch.testing.assert_close(zero.advantages, torch.tensor([-1.5, 0.0, 0.0, 1.5], dtype=torch.float64), **F64)
+    torch.testing.assert_close(raw.advantages, torch.tensor([-1.5, 0.0, 7.0, 1.5], dtype=torch.float64), **F64)
+    assert raw.group_mean[2].item() == 0.0 and zero.group_mean[2].item() == 7.0
+    with pytest.raises(ValueError, match="singleton must be"):
+        rloo_advantages(r, ids, singleton="mean")
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), -1e-3])
+def test_group_advantages_rejects_a_non_finite_or_negative_epsilon(eps):
+    with pytest.raises(ValueError, match="epsilon must be a finite number >= 0"):
+        group_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), epsilon=eps)
+
+
 def test_batch_std_hand_values():
     # groups {1, 0} and {3, 3}: group means 1/2 and 3; batch unbiased std of (1,0,3,3):
     # mean 7/4, sum sq dev = (9+49+25+25)/16 = 108/16, var = 108/48 = 9/4, std = 3/2

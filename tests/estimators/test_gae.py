@@ -113,6 +113,42 @@ def test_extended_gae_bootstraps_only_truncated_rows():
     torch.testing.assert_close(res.advantages[1], -v[1], **F64)
 
 
+def test_extended_gae_integer_rewards_keep_a_fractional_bootstrap():
+    # Integer rewards used to cast the bootstrap to int64 first (0.7 -> 0). gamma = lambda = 1, values 0,
+    # one truncated row of 2 tokens with rewards (0, 1): A_t = 1 + 0.7 on both tokens.
+    r = torch.tensor([[0, 1]])
+    v = torch.zeros(1, 2, dtype=torch.float64)
+    res = extended_gae(r, v, torch.ones(1, 2), torch.tensor([True]), torch.tensor([0.7], dtype=torch.float64),
+                       gamma=1.0, lambda_=1.0, truncation="bootstrap")
+    assert res.advantages.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(res.advantages, torch.tensor([[1.7, 1.7]]), **F32)
+
+
+def test_extended_gae_last_value_form_of_t_ppo():
+    # T-PPO's rule V(s_l) = V(s_{l-1}): gamma = 0.9, lambda = 0.5, truncated row with values (0.2, 0.4, 0.6),
+    # rewards (0, 0, 0.1) (KL only, no task score). By hand:
+    #   delta_2 = 0.1 + 0.9*0.6 - 0.6 = 0.04;  delta_1 = 0 + 0.9*0.6 - 0.4 = 0.14;  delta_0 = 0.9*0.4 - 0.2 = 0.16
+    #   A_2 = 0.04;  A_1 = 0.14 + 0.45*0.04 = 0.158;  A_0 = 0.16 + 0.45*0.158 = 0.2311
+    # The finished row (same numbers) is terminal: delta_2 = 0.1 - 0.6 = -0.5 ...
+    r = torch.tensor([[0.0, 0.0, 0.1], [0.0, 0.0, 0.1]], dtype=torch.float64)
+    v = torch.tensor([[0.2, 0.4, 0.6], [0.2, 0.4, 0.6]], dtype=torch.float64)
+    m = torch.ones_like(r)
+    res = extended_gae(r, v, m, torch.tensor([True, False]), gamma=0.9, lambda_=0.5)
+    torch.testing.assert_close(res.advantages[0], torch.tensor([0.2311, 0.158, 0.04], dtype=torch.float64), **F64)
+    terminal = token_gae(r[1:], v[1:], m[1:], gamma=0.9, lambda_=0.5).advantages[0]
+    torch.testing.assert_close(res.advantages[1], terminal, **F64)
+    # padding after the cut: the last *response* token's value is used, not the last column's
+    m2 = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    v2 = torch.tensor([[0.2, 0.4, 99.0]], dtype=torch.float64)
+    res2 = extended_gae(torch.zeros(1, 3, dtype=torch.float64), v2, m2, torch.tensor([True]), gamma=1.0, lambda_=1.0)
+    torch.testing.assert_close(res2.advantages, torch.tensor([[0.2, 0.0, 0.0]], dtype=torch.float64), **F64)  # A_0 = V_1 - V_0
+    # bootstrap_values selects polab's earlier form; passing one with 'last-value' is an error
+    with pytest.raises(ValueError, match="not used with truncation='last-value'"):
+        extended_gae(r, v, m, torch.tensor([True, False]), v[:, 2], truncation="last-value")
+    with pytest.raises(ValueError, match="needs bootstrap_values"):
+        extended_gae(r, v, m, torch.tensor([True, False]), truncation="bootstrap")
+
+
 def test_truncated_ppo_token_masks_hand_example():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
     out = truncated_ppo_token_masks(mask, torch.tensor([False, True, False]), torch.tensor([2, 3, 0]))
