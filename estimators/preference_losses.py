@@ -21,10 +21,12 @@ Conventions of the anchor frameworks (``PREFERENCE_CONVENTIONS``):
 =====================  ==========================  =======================  ===========================================================
 framework              conservative DPO            IPO target, logps        source
 =====================  ==========================  =======================  ===========================================================
-TRL                    ``label_smoothing`` (as     1/(2β), token **mean**   ``trl/trainer/dpo_trainer.py``: ``loss_type`` "sigmoid",
-                       here)                                                "ipo"; IPO averages log-probs over tokens
-                                                                            (``concatenated_forward``) (read at HEAD of huggingface/trl
-                                                                            in the code index; notes snapshot f2cd577)
+TRL <= 0.28            ``label_smoothing`` on      1/(2β), token **mean**   ``trl/trainer/dpo_trainer.py`` of trl 0.28.0 (read from the
+                       ``loss_type="sigmoid"``                              wheel): "sigmoid" is cDPO with ``label_smoothing``;
+                       (as here)                                            IPO averages log-probs over tokens
+TRL >= 0.29            none: "sigmoid" ignores     1/(2β), token **mean**   ``trl/trainer/dpo_trainer.py`` of trl 0.29.0: "sigmoid" is
+                       ``label_smoothing``, which                           plain DPO; ``label_smoothing`` serves "robust" (rDPO, here
+                       serves "robust" and "exo"                            :func:`robust_dpo_loss`), "exo_pair" and "aot"
 OpenRLHF               ``label_smoothing`` (as     1/(2β), token sum        ``openrlhf/models/loss.py::DPOLoss`` (read at 09f5ace;
                        here)                                                notes snapshot 3c3be62)
 understanding-rlhf     (none)                      β (the target margin     ``bandit_experiment/dpo_utils.py::dpo_loss`` (6af8169)
@@ -88,13 +90,18 @@ __all__ = [
     "conservative_dpo_loss",
     "ipo_loss",
     "preference_pairs",
+    "robust_dpo_loss",
     "best_of_n_loss",
     "scheme_loss",
 ]
 
 #: How each framework parameterises the losses (see the module docstring for the files).
 PREFERENCE_CONVENTIONS: dict[str, dict] = {
+    # trl 0.28.0 dpo_trainer.py: loss_type="sigmoid" applies label_smoothing (cDPO); trl 0.29.0 ignores it there
+    # (only "robust", "exo_pair" and "aot" read it). "trl" keeps the <= 0.28 meaning for existing callers.
     "trl": {"ipo_target": "1/(2 beta)", "ipo_logps": "mean", "cdpo": "label_smoothing"},
+    "trl<=0.28": {"ipo_target": "1/(2 beta)", "ipo_logps": "mean", "cdpo": "label_smoothing"},
+    "trl>=0.29": {"ipo_target": "1/(2 beta)", "ipo_logps": "mean", "cdpo": None, "robust_dpo": "label_smoothing"},
     "openrlhf": {"ipo_target": "1/(2 beta)", "ipo_logps": "sum", "cdpo": "label_smoothing"},
     "understanding-rlhf": {"ipo_target": "beta", "ipo_logps": "sum", "cdpo": None},
 }
@@ -179,8 +186,12 @@ def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, *, 
 
     (DPO: Rafailov et al. 2023, eq. 7, :math:`\epsilon = 0`; cDPO: Mitchell
     2023, the expected DPO loss when each label is flipped with probability
-    :math:`\epsilon`). The same formula and argument name as TRL
-    (``loss_type="sigmoid"``) and OpenRLHF (``DPOLoss``).
+    :math:`\epsilon`). The same formula and argument name as TRL up to
+    0.28 (``loss_type="sigmoid"``, ``trl/trainer/dpo_trainer.py`` of trl
+    0.28.0) and OpenRLHF (``DPOLoss``). Since trl 0.29.0 ``loss_type="sigmoid"``
+    ignores ``label_smoothing`` (plain DPO, this function with 0) and
+    ``label_smoothing`` means rDPO's flip rate (:func:`robust_dpo_loss`);
+    TRL's ``loss_type="aot"`` keeps the cDPO form.
 
     Parameters
     ----------
@@ -217,6 +228,32 @@ def conservative_dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejec
     if not 0.0 < label_smoothing < 0.5:
         raise ValueError(f"conservative DPO needs label_smoothing in (0, 0.5); got {label_smoothing}. Use dpo_loss for 0.")
     return dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta=beta, label_smoothing=label_smoothing)
+
+
+def robust_dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, *, beta: float = 0.1,
+                    label_smoothing: float = 0.1) -> PreferenceLoss:
+    r"""Robust DPO (rDPO, Chowdhury et al. 2024): an unbiased DPO loss under label flips with rate :math:`\epsilon`.
+
+    .. math::
+
+        \ell(h) = \frac{-(1-\epsilon)\log\sigma(\beta h) + \epsilon\log\sigma(-\beta h)}{1-2\epsilon}
+
+    (Chowdhury, Kini, Natarajan, "Provably Robust DPO: Aligning Language
+    Models with Noisy Feedback", ICML 2024, eq. 8). This is what
+    ``label_smoothing`` means in TRL since 0.29 (``loss_type="robust"``,
+    ``trl/trainer/dpo_trainer.py`` of trl 0.29.0, and of 0.28.0 too). Unlike
+    cDPO (:func:`conservative_dpo_loss`) its expectation over flipped labels
+    equals the clean DPO loss, so it does not bound :math:`h`.
+    Shapes as :func:`dpo_loss`; ``label_smoothing`` in [0, 0.5).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0; got {beta}.")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must lie in [0, 0.5) (the label flip rate); got {label_smoothing}.")
+    h = preference_margin(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp)
+    eps = label_smoothing
+    per = (-(1.0 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1.0 - 2.0 * eps)
+    return _result(per, h, chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta)
 
 
 def ipo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, *, beta: float = 0.1,

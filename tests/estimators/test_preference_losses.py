@@ -15,6 +15,7 @@ import torch
 
 from polab.estimators.preference_losses import (
     PREFERENCE_CONVENTIONS,
+    robust_dpo_loss,
     SAMPLING_SCHEMES,
     best_of_n_loss,
     conservative_dpo_loss,
@@ -179,3 +180,20 @@ def test_input_errors_name_the_argument():
         best_of_n_loss(t(-1.0, -2.0), t(0.0, 1.0), torch.tensor([0, 1]), negative_gradient="worst", negative_coef=0.1)
     with pytest.raises(ValueError, match=r"\[batch, time\]"):
         sequence_logprobs(t(0.0, 1.0), torch.ones(2))
+
+
+def test_label_smoothing_conventions_by_trl_version():
+    # beta = 1, h = ln 3 (sigma(h) = 3/4, sigma(-h) = 1/4), eps = 0.1.
+    # trl <= 0.28 "sigmoid" (cDPO, dpo_loss here): -(0.9 ln .75) - 0.1 ln .25
+    # trl >= 0.29 "robust" (rDPO): (-(0.9) ln .75 + 0.1 ln .25) / 0.8
+    h = t(math.log(3.0))
+    z = t(0.0)
+    cdpo = -0.9 * math.log(0.75) - 0.1 * math.log(0.25)
+    rdpo = (-0.9 * math.log(0.75) + 0.1 * math.log(0.25)) / 0.8
+    assert float(dpo_loss(h, z, z, z, beta=1.0, label_smoothing=0.1).loss) == pytest.approx(cdpo, rel=1e-12)
+    assert float(robust_dpo_loss(h, z, z, z, beta=1.0, label_smoothing=0.1).loss) == pytest.approx(rdpo, rel=1e-12)
+    # rDPO is unbiased under flips: E over a flip with prob eps of rDPO = clean DPO loss -ln sigma(h)
+    flipped = float(robust_dpo_loss(z, h, z, z, beta=1.0, label_smoothing=0.1).loss)
+    assert 0.9 * rdpo + 0.1 * flipped == pytest.approx(-math.log(0.75), rel=1e-12)
+    assert PREFERENCE_CONVENTIONS["trl<=0.28"]["cdpo"] == "label_smoothing"
+    assert PREFERENCE_CONVENTIONS["trl>=0.29"]["cdpo"] is None
