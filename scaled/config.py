@@ -88,11 +88,30 @@ _FALSE_WORDS = ("false", "no", "off", "0")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    """Resolved annotations of a dataclass's fields (``from __future__ import annotations`` safe)."""
+    """Resolved annotations of a dataclass's fields (``from __future__ import annotations`` safe).
+
+    Raises
+    ------
+    TypeError
+        When an annotation names something neither the class's module nor ``typing``
+        defines (for example a class local to a function).
+    """
     try:
         hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable forward reference: fall back to the raw annotations
+    except Exception:  # resolve field by field to name the one that fails
         hints = {}
+        module = vars(sys.modules.get(cls.__module__, typing))
+        for f in dataclasses.fields(cls):
+            if not isinstance(f.type, str):
+                hints[f.name] = f.type
+                continue
+            try:
+                hints[f.name] = eval(f.type, {**vars(typing), **module}, {})  # noqa: S307 - the class's own annotation
+            except Exception as exc:
+                raise TypeError(
+                    f"cannot resolve the annotation {f.type!r} of field {f.name!r} of {cls.__name__}: {exc}; "
+                    "define the types it names at module level"
+                ) from None
     return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
 
 
@@ -261,7 +280,10 @@ def config_to_dict(obj: Any) -> dict:
 
 def _unknown_key_error(key: str, valid: Sequence[str], where: str) -> ValueError:
     close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    if close:
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
+    else:
+        hint = f"valid keys: {', '.join(sorted(valid))}" if valid else "there are none"
     return ValueError(f"unknown config key {key!r} for {where}; {hint}")
 
 
@@ -379,8 +401,13 @@ def load_config_file(path: str | os.PathLike) -> dict:
         except json.JSONDecodeError as exc:
             raise ValueError(f"config file {str(p)!r}, line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from exc
     elif suffix == ".toml":
-        import tomllib
-
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10: the same parser as the tomli package
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ImportError as exc:
+                raise ValueError("reading TOML config files on Python 3.10 needs tomli: pip install tomli (or use .json)") from exc
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:  # its message ends with "(at line L, column C)"
@@ -512,6 +539,8 @@ def _show(value: Any) -> str:
         return json.dumps(_jsonable(value, ""))
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if value == "":
+        return "''"
     return str(value)
 
 
@@ -754,10 +783,17 @@ def _doc_line(cls: type) -> str | None:
     return doc[0] if doc and not doc[0].startswith(cls.__name__ + "(") else None
 
 
+def _as_mapping(value: Any) -> Any:
+    """A dataclass instance as a nested dict of its field values (leaves unchanged), anything else as is."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _as_mapping(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
 def _split_record(d: Mapping[str, Any], cls: type, source: str) -> tuple[dict, dict]:
     """(config keys, methods mapping) of a preset or config-file mapping (see :data:`RUN_RECORD_KEYS`)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    d = dict(d)
+    d = {k: _as_mapping(v) for k, v in d.items()}
     for key in RUN_RECORD_KEYS:
         if key != "methods" and key not in names:
             d.pop(key, None)
@@ -780,7 +816,10 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The full parser of :func:`parse_config` (``--preset``, ``--config``, every field, every group)."""
     presets = dict(presets or {})
-    parser = argparse.ArgumentParser(prog=prog, description=description or None, formatter_class=ConfigHelpFormatter)
+    # allow_abbrev=False: phase 1 must read --preset/--config exactly as phase 2 does, and a
+    # prefix of one option never silently sets another.
+    parser = argparse.ArgumentParser(prog=prog, description=description or None, formatter_class=ConfigHelpFormatter,
+                                     allow_abbrev=False)
     if presets:
         shown = default_preset if default_preset is not None else "none"
         parser.add_argument("--preset", choices=sorted(presets), default=default_preset,
@@ -854,19 +893,18 @@ def parse_config(
     if default_preset is not None and default_preset not in presets:
         raise ValueError(f"default_preset {default_preset!r} is not one of the presets ({', '.join(sorted(presets)) or 'none'})")
 
-    first = argparse.ArgumentParser(add_help=False)
+    def fail(message: str) -> typing.NoReturn:
+        message = " ".join(message.split())  # argparse's one-line error, even for a multi-line exception
+        build_parser(cls, prog=prog, presets=presets, default_preset=default_preset, description=description, groups=groups).error(message)
+
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     if presets:
         first.add_argument("--preset", default=default_preset)
     first.add_argument("--config", default=None)
-
-    def fail(message: str):
-        build_parser(cls, prog=prog, presets=presets, default_preset=default_preset, description=description, groups=groups).error(message)
-
     try:
         known, _ = first.parse_known_args(argv)
-    except SystemExit:  # e.g. `--config` without a value: let the full parser say so
-        fail("argument --config: expected one argument")
-        raise
+    except argparse.ArgumentError as exc:  # e.g. `--config` without a value
+        fail(str(exc))
     layers: list[tuple[str, Mapping[str, Any]]] = []
     preset = getattr(known, "preset", None)
     if preset is not None:
@@ -887,6 +925,7 @@ def parse_config(
             keys, methods = _split_record(layer, cls, source)
             config_from_dict(cls, merge_dicts(merged, keys))  # checks this layer's keys and types now, to name its source
             for name, values in methods.items():
+                values = _as_mapping(values)
                 gprefix = by_name.get(name) or (name if name in groups else None)
                 if gprefix is None:
                     raise _unknown_key_error(f"methods.{name}", [f"methods.{n}" for n in by_name], "the method groups")
@@ -908,6 +947,5 @@ def parse_config(
         cfg = dataclass_from_namespace(cls, ns)
         group_cfgs = {p: dataclass_from_namespace(g, ns, prefix=p) for p, g in groups.items()}
     except (ValueError, TypeError) as exc:  # e.g. a __post_init__ check of the dataclass
-        parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise
+        parser.error(" ".join(str(exc).split()) or type(exc).__name__)
     return cfg, group_cfgs

@@ -409,3 +409,59 @@ def test_transformers_version_read_without_importing(monkeypatch):
         expected = None
     assert C.provenance()["transformers"] == expected
     assert "transformers" not in sys.modules
+
+
+# -- edge cases of the two-phase parse ------------------------------------------------------
+
+
+@dataclass
+class Checked:
+    """A config whose __post_init__ rejects a combination (as trainers' validate() does)."""
+
+    low: float = 0.0
+    high: float = 1.0
+
+    def __post_init__(self):
+        if self.low > self.high:
+            raise ValueError(f"invalid configuration:\n  - low ({self.low}) must not exceed high ({self.high})")
+
+
+def test_post_init_errors_become_one_line_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        C.parse_config(Checked, ["--low", "2"], prog="toy", presets={}, default_preset=None)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "toy: error: invalid configuration: - low (2.0) must not exceed high (1.0)" in err.splitlines()
+
+
+def test_config_without_value_and_abbreviations(capsys):
+    assert "argument --config: expected one argument" in usage_error(capsys, ["--config"])
+    # no prefix matching: --temp is not --temperature, --conf is not --config
+    assert "unrecognized arguments: --temp 0.5" in usage_error(capsys, ["--temp", "0.5"])
+    assert "unrecognized arguments: --conf x.json" in usage_error(capsys, ["--conf", "x.json"])
+
+
+def test_preset_may_hold_dataclass_instances(tmp_path):
+    presets = {"inst": {"optim": Optim(lr=0.2, weight_decay=0.3), "methods": {"pcpg": Pcpg(kernel="gaussian")}}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"optim": {"lr": 0.4}}))
+    cfg, groups = parse(["--preset", "inst", "--config", str(path)], presets=presets)
+    assert cfg.optim == Optim(lr=0.4, weight_decay=0.3)  # the file's partial optim merges into the preset's instance
+    assert groups["pcpg."] == Pcpg(kernel="gaussian")
+
+
+def test_methods_without_groups_and_unresolvable_annotations(capsys, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"methods": {"x": {}}}))
+    line = usage_error(capsys, ["--config", str(path)], groups=None)
+    assert "unknown config key 'methods.x' for the method groups; there are none" in line
+
+    class Local:
+        pass
+
+    @dataclass
+    class UsesLocal:
+        thing: Local = None  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match="cannot resolve the annotation 'Local' of field 'thing' of UsesLocal"):
+        C.parse_config(UsesLocal, [], prog="toy")
