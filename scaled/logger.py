@@ -227,7 +227,6 @@ class MetricLogger:
             id=run_id,
             resume="allow",
             config=config,
-            reinit="create_new",
         )
 
     @staticmethod
