@@ -500,15 +500,21 @@ def config_record(cfg: Any, groups: Mapping[str, Any] | None = None, *, extra: M
         Group prefix (as given to :func:`parse_config`, e.g. ``"spo-chain."``) -> instance;
         written under ``"methods"`` keyed by the prefix without its trailing dot.
     extra : mapping, optional
-        Further top-level keys (for example ``"task"``: the task's spec string).
+        Further top-level keys (for example ``"task"``: the task's spec string). A key
+        that is also a field replaces the field's value in the record (so a field that
+        holds an object, such as a task given as a Python object, can be recorded as
+        the string that rebuilds it).
     """
-    rec = config_to_dict(cfg)
+    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
+        raise TypeError(f"config_record needs a dataclass instance, got {type(cfg).__name__}")
+    extra = dict(extra or {})
+    rec = {f.name: _jsonable(getattr(cfg, f.name), f.name) for f in dataclasses.fields(cfg) if f.name not in extra}
     for key in ("provenance", "methods"):
         if key in rec:
             raise ValueError(f"config field {key!r} collides with a key config_record writes; rename the field")
     if groups:
         rec["methods"] = {_group_name(p): config_to_dict(g) for p, g in groups.items()}
-    for k, v in (extra or {}).items():
+    for k, v in extra.items():
         rec[k] = _jsonable(v, k)
     rec["provenance"] = provenance()
     return rec
@@ -818,8 +824,14 @@ def build_parser(
     presets = dict(presets or {})
     # allow_abbrev=False: phase 1 must read --preset/--config exactly as phase 2 does, and a
     # prefix of one option never silently sets another.
-    parser = argparse.ArgumentParser(prog=prog, description=description or None, formatter_class=ConfigHelpFormatter,
-                                     allow_abbrev=False)
+    usage = "%(prog)s [-h]" + (" [--preset NAME]" if presets else "") + " [--config FILE] [OPTION ...]"
+    epilog = (
+        "Values: options given here override the --config file, which overrides the preset, which overrides "
+        "the built-in defaults; the defaults shown above already include the preset and file given. "
+        "Lists take several words (--x 1 2 3, or 1,2,3 for numbers); options shown as X|none also take none."
+    )
+    parser = argparse.ArgumentParser(prog=prog, usage=usage, description=description or None, epilog=epilog,
+                                     formatter_class=ConfigHelpFormatter, allow_abbrev=False)
     if presets:
         shown = default_preset if default_preset is not None else "none"
         parser.add_argument("--preset", choices=sorted(presets), default=default_preset,

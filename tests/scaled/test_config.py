@@ -22,7 +22,7 @@ class Optim:
 
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled; 1% is 0.01"})
 
 
 @dataclass
@@ -203,6 +203,7 @@ def test_help_shows_effective_defaults(capsys, tmp_path):
     text = help_text(capsys, ["--preset", "small"])
     assert re.search(r"--steps N\s+optimizer steps \(default: 3\)", text)
     assert re.search(r"--optim\.lr X\s+learning rate \(default: 0\.5\)", text)
+    assert "decoupled; 1% is 0.01 (default: 0.0)" in text  # a % in the help is not an argparse format
     assert re.search(r"--spo-chain\.mc-samples N\s+\(default: 4\)", text)
     assert re.search(r"--levels N \[N \.\.\.\]\s+\(default: 1 2\)", text)
     path = tmp_path / "c.yaml"
@@ -465,3 +466,14 @@ def test_methods_without_groups_and_unresolvable_annotations(capsys, tmp_path):
 
     with pytest.raises(TypeError, match="cannot resolve the annotation 'Local' of field 'thing' of UsesLocal"):
         C.parse_config(UsesLocal, [], prog="toy")
+
+
+def test_record_extra_replaces_an_object_valued_field(tmp_path):
+    """A trainer given a Python object records the string that rebuilds it; the replay reads the string."""
+    cfg = Toy(name=object())  # type: ignore[arg-type]
+    record = C.config_record(cfg, extra={"name": "spec:rebuilt"})
+    assert record["name"] == "spec:rebuilt" and "methods" not in record
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(record))
+    replay, groups = parse(["--config", str(path)])
+    assert replay == Toy(name="spec:rebuilt") and groups == {"spo-chain.": SpoChain(), "pcpg.": Pcpg()}
