@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .attack import AdaptiveGradientAttack
+from .attack import make_attack
 from .envs import EnvSpec, make_vector_env
 from .policies import SmoothedPolicy
 
@@ -16,15 +16,18 @@ __all__ = ["run_episodes"]
 def run_episodes(
     net, spec: EnvSpec, *, sigma: float, num_episodes: int, seed: int, batch_size: int = 10_000,
     budget: float = 0.0, attack_mode: str | None = None, max_steps: int | None = None, progress: bool = False,
-    device: str = "cpu",
+    device: str = "cpu", attack_options: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns of ``num_episodes`` independent smoothed episodes, and each episode's spent squared budget.
 
     Episodes run ``batch_size`` at a time in one vectorised environment; each
     sub-environment contributes its first episode (later ones, started by the
-    autoreset, are ignored). With ``attack_mode`` set, an
-    :class:`~polab.scaled.control.attack.AdaptiveGradientAttack` of total budget
-    ``budget`` perturbs every frame before the smoothing noise is added.
+    autoreset, are ignored). With ``attack_mode`` set, the attack of that mode
+    (:func:`polab.scaled.control.attack.make_attack`; ``attack_options`` go to
+    :class:`~polab.scaled.control.attack.SmoothedPGDAttack`) of total budget
+    ``budget`` perturbs every frame before the smoothing noise is added; the
+    smoothed-pgd attacker draws its own noise from a generator seeded apart
+    from the agent's.
     ``max_steps`` (default ``spec.max_steps``) truncates episodes (smoke tests).
     The network and the noise live on ``device``; environments step on the CPU.
     """
@@ -46,7 +49,8 @@ def run_episodes(
         frames = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=dev)
         attack = None
         if attack_mode is not None:
-            attack = AdaptiveGradientAttack(net, budget=budget, horizon=cap, sigma=sigma, mode=attack_mode)
+            attack = make_attack(net, mode=attack_mode, budget=budget, horizon=cap, sigma=sigma,
+                                 generator=torch.Generator(device=dev).manual_seed(s + 0x5EED), **(attack_options or {}))
             attack.reset(n, dev)
         alive = torch.ones(n, dtype=torch.bool, device=dev)
         ret = np.zeros(n)

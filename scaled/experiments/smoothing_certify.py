@@ -11,16 +11,25 @@ GPU-scale configurations) the run
    certifies the attacked expected return on a grid of total l2 budgets B with
    :func:`polab.estimators.smoothing_certificates.certify_returns`, unchanged, by DKW
    and by Clopper–Pearson (integer thresholds, Bonferroni);
-3. attacks the smoothed policy with the adaptive gradient attack of
-   :mod:`polab.scaled.control.attack` (modes ``uniform`` and ``critical``) at each
-   attack budget, and the undefended policy (sigma = 0) too, and records the
+3. attacks the smoothed policy with the attacks of
+   :mod:`polab.scaled.control.attack` at each attack budget: the one-step
+   linearised attacks (modes ``uniform`` and ``critical``) and the multi-step
+   ``smoothed-pgd`` attack (gradients averaged over smoothing-noise samples,
+   unused budget carried forward, after the public policy-smoothing attack
+   code), and the undefended policy (sigma = 0) too, and records the
    attacked mean returns next to the certificate.
 
 The certificate bounds the attacked *expected* return with probability
 ``1 - alpha``; the attacked means are Monte Carlo estimates, so the run
 reports each one's z-score against the certificate (``summary.json``:
 ``attacked_below_certificate`` counts means below it by more than 3
-standard errors, which should be 0).
+standard errors, which should be 0). The z-score is taken against *one*
+certificate at level ``alpha``: the larger of DKW and Clopper–Pearson each
+at ``alpha / 2`` (Bonferroni,
+:func:`polab.estimators.smoothing_certificates.certify_returns_bonferroni`;
+column ``certificate_bonferroni``). The larger of the two each at level
+``alpha`` (the columns ``certificate_dkw`` and ``certificate_cp``, each valid
+on its own) is not an ``alpha``-level certificate.
 
 Run folder: ``config.json``, ``metrics.csv`` (one row per certificate point
 or attack), ``summary.json``, ``figures/certified_reward.png``,
@@ -47,7 +56,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from polab.estimators.smoothing_certificates import certify_returns
+from polab.estimators.smoothing_certificates import certify_returns, certify_returns_bonferroni
 
 from ..checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from ..control.attack import ATTACK_MODES
@@ -65,7 +74,7 @@ ATTACK_IDS = {m: i for i, m in enumerate(ATTACK_MODES)}
 KIND_IDS = {"certificate": 0, "attack": 1, "clean": 2}
 
 COLUMNS = ["env_id", "sigma", "budget", "kind", "method_id", "attack_id", "value", "stderr", "vacuous", "n",
-           "certificate_dkw", "certificate_cp", "z_vs_certificate", "max_spent"]
+           "certificate_dkw", "certificate_cp", "z_vs_certificate", "max_spent", "certificate_bonferroni"]
 
 #: Training settings per environment (CPU defaults; the Atari ones are GPU-scale).
 TRAIN_DEFAULTS = {
@@ -112,6 +121,9 @@ class SmoothingCertifyConfig:
     max_steps: int | None = None  # None: the environment's episode cap (smoke tests shorten it)
     seed: int = 0
     device: str = "cpu"
+    pgd_noise_samples: int = 32  # smoothed-pgd attack: noise samples per step (source default 128)
+    pgd_step_size: float = 0.02  # smoothed-pgd: normalised step (source default 0.01)
+    pgd_step_multiplier: float = 2.0  # smoothed-pgd: steps = multiplier * remaining budget / step size (source 2)
     quick: bool = False
     out: str = "runs/smoothing-certify"
 
@@ -132,6 +144,8 @@ class SmoothingCertifyConfig:
         self.attack_episodes = min(self.attack_episodes, 40)
         self.train_steps = self.train_steps or 2048
         self.max_steps = self.max_steps or 60
+        self.pgd_noise_samples = min(self.pgd_noise_samples, 8)
+        self.pgd_step_size = max(self.pgd_step_size, 0.05)
 
 
 def _train_config(cfg: SmoothingCertifyConfig, env: str) -> PPOConfig:
@@ -171,6 +185,11 @@ def _policies(cfg: SmoothingCertifyConfig, out: Path) -> dict:
     return nets
 
 
+def _attack_options(cfg: SmoothingCertifyConfig) -> dict:
+    """Options of the smoothed-pgd attack (ignored by the one-step attacks)."""
+    return dict(noise_samples=cfg.pgd_noise_samples, step_size=cfg.pgd_step_size, step_multiplier=cfg.pgd_step_multiplier)
+
+
 def run(cfg: SmoothingCertifyConfig) -> Path:
     """Run the experiment; returns the run folder."""
     for e in cfg.envs:
@@ -207,6 +226,8 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
                     logger.log(step, {"env_id": ENV_IDS[env], "sigma": sigma, "budget": b, "kind": KIND_IDS["certificate"],
                                       "method_id": METHOD_IDS[method], "value": v, "vacuous": int(vac), "n": c.n})
                     step += 1
+            bonf = certify_returns_bonferroni(torch.as_tensor(clean), budgets=st["attack_budgets"], sigma=sigma,
+                                              alpha=cfg.alpha, reward_range=(lo, hi), thresholds={"clopper-pearson": thresholds})
             se = float(clean.std(ddof=1) / math.sqrt(len(clean))) if len(clean) > 1 else math.nan
             logger.log(step, {"env_id": ENV_IDS[env], "sigma": sigma, "budget": 0.0, "kind": KIND_IDS["clean"],
                               "value": float(clean.mean()), "stderr": se, "n": len(clean)})
@@ -216,23 +237,25 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
             attacked = []
             for j, B in enumerate(st["attack_budgets"]):
                 cert = {m: float(c.expected_reward[len(budgets) + j]) for m, c in certs.items()}
+                best = float(bonf.expected_reward[j])  # one certificate at level alpha (Bonferroni over the two)
                 for mode in cfg.attack_modes:
                     r, spent = run_episodes(net, spec, sigma=sigma, num_episodes=cfg.attack_episodes, seed=cfg.seed + 1 + j,
                                             batch_size=cfg.batch_size, budget=B, attack_mode=mode, max_steps=cfg.max_steps,
-                                            device=cfg.device)
+                                            device=cfg.device, attack_options=_attack_options(cfg),
+                                            progress=mode == "smoothed-pgd")
                     if np.any(spent > B**2 * (1 + 1e-9)):
                         raise RuntimeError(f"attack exceeded its budget {B}: spent {math.sqrt(spent.max())}")
                     mean = float(r.mean())
                     se = float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else math.nan
-                    best = max(cert.values())
                     z = (mean - best) / se if se and se > 0 else (math.inf if mean >= best else -math.inf)
                     worst_z = min(worst_z, z)
                     below += int(z < -3)
                     total_attacks += 1
-                    attacked.append((B, mode, mean, se))
+                    attacked.append((B, mode, mean, se, best))
                     logger.log(step, {"env_id": ENV_IDS[env], "sigma": sigma, "budget": B, "kind": KIND_IDS["attack"],
                                       "attack_id": ATTACK_IDS[mode], "value": mean, "stderr": se, "n": len(r),
                                       "certificate_dkw": cert["dkw"], "certificate_cp": cert["clopper-pearson"],
+                                      "certificate_bonferroni": best,
                                       "z_vs_certificate": z, "max_spent": float(math.sqrt(spent.max()))})
                     step += 1
             curves[(env, sigma)]["attacked"] = attacked
@@ -241,7 +264,7 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
             for mode in cfg.attack_modes:
                 r, spent = run_episodes(net, spec, sigma=0.0, num_episodes=cfg.attack_episodes, seed=cfg.seed + 1 + j,
                                         batch_size=cfg.batch_size, budget=B, attack_mode=mode, max_steps=cfg.max_steps,
-                                            device=cfg.device)
+                                        device=cfg.device, attack_options=_attack_options(cfg))
                 se = float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else math.nan
                 logger.log(step, {"env_id": ENV_IDS[env], "sigma": 0.0, "budget": B, "kind": KIND_IDS["attack"],
                                   "attack_id": ATTACK_IDS[mode], "value": float(r.mean()), "stderr": se, "n": len(r),
@@ -259,7 +282,10 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
             summary[f"{env}:sigma={sigma}"] = {
                 "clean_mean": c["clean"],
                 **{f"certificate_{m}_at_B={x:g}": float(np.interp(x, b, c[m])) for m in METHOD_IDS for x in att},
-                **{f"attacked_{mode}_at_B={x:g}": mean for x, mode, mean, _ in c["attacked"]},
+                **{f"attacked_{mode}_at_B={x:g}": mean for x, mode, mean, _, _ in c["attacked"]},
+                **{f"attacked_{mode}_minus_certificate_bonferroni_at_B={x:g}": mean - cb
+                   for x, mode, mean, _, cb in c["attacked"]},
+                **{f"certificate_bonferroni_at_B={x:g}": cb for x, _, _, _, cb in c["attacked"]},
             }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
     _figure(out, cfg, curves)
@@ -280,14 +306,14 @@ def _figure(out: Path, cfg: SmoothingCertifyConfig, curves: dict) -> None:
             c = curves[(env, sigma)]
             ax.plot(budgets, c["dkw"], "-", color=f"C{i}", label=f"certified, DKW, sigma={sigma}")
             ax.plot(budgets, c["clopper-pearson"], "--", color=f"C{i}", label=f"certified, CP, sigma={sigma}")
-            for B, mode, mean, se in c["attacked"]:
-                ax.errorbar(B, mean, yerr=se, fmt="o" if mode == "uniform" else "^", color=f"C{i}", ms=4)
+            for B, mode, mean, se, _ in c["attacked"]:
+                ax.errorbar(B, mean, yerr=se, fmt={"uniform": "o", "critical": "^"}.get(mode, "s"), color=f"C{i}", ms=4)
         und = [r for r in rows if r["env_id"] == ENV_IDS[env] and r["kind"] == 1 and r["sigma"] == 0.0]
         if und:
             ax.plot([r["budget"] for r in und], [r["value"] for r in und], "kx", label="undefended, attacked")
         ax.set_xlabel("total l2 budget B")
         ax.set_ylabel("episode return")
-        ax.set_title(f"{env}: certified vs attacked (o uniform, ^ critical)")
+        ax.set_title(f"{env}: certified vs attacked (o uniform, ^ critical, s smoothed-pgd)", fontsize=9)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out / "figures" / "certified_reward.png", dpi=100)
@@ -311,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=d.max_steps)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu or cuda (network and noise; environments step on the CPU)")
+    p.add_argument("--pgd-noise-samples", type=int, default=d.pgd_noise_samples,
+                   help="smoothed-pgd attack: smoothing-noise samples averaged per step")
+    p.add_argument("--pgd-step-size", type=float, default=d.pgd_step_size, help="smoothed-pgd attack: normalised step size")
+    p.add_argument("--pgd-step-multiplier", type=float, default=d.pgd_step_multiplier,
+                   help="smoothed-pgd attack: steps per state = multiplier * remaining budget / step size")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=d.out)
     a = p.parse_args(argv)

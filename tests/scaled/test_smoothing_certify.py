@@ -1,6 +1,7 @@
 """`polab run smoothing-certify` and polab.scaled.control: run folder, budget audit, caching, env fidelity, Atari smoke."""
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -46,11 +47,16 @@ def test_quick_run_writes_a_complete_run_folder_and_reuses_the_policy(tmp_path):
         attacks = [r for r in rows if r["env_id"] == env_id and r["kind"] == 1]
         assert attacks and all(r["max_spent"] <= r["budget"] * (1 + 1e-9) for r in attacks)  # budget audit
         smoothed = [r for r in attacks if r["sigma"] > 0]
-        assert all(r["value"] >= max(r["certificate_dkw"], r["certificate_cp"]) - 3 * r["stderr"] for r in smoothed)
+        # one alpha-level certificate: max of DKW and CP each at alpha/2, never above the max of the two at alpha
+        assert all(r["certificate_bonferroni"] <= max(r["certificate_dkw"], r["certificate_cp"]) + 1e-12 for r in smoothed)
+        assert all(r["value"] >= r["certificate_bonferroni"] - 3 * r["stderr"] for r in smoothed)
+        assert {r["attack_id"] for r in attacks} == {0, 1, 2}  # uniform, critical, smoothed-pgd
     assert summary["attacked_below_certificate"] == 0
     assert (out / "figures" / "certified_reward.png").stat().st_size > 1000
     latest = (out / "checkpoints" / "latest").read_text()
-    state = torch.load(out / "checkpoints" / latest.strip() / "state.pt", weights_only=False)
+    from polab.scaled.checkpoint import latest_checkpoint, load_checkpoint
+
+    state = load_checkpoint(latest_checkpoint(out))
     assert set(state["policies"]) == {"cartpole", "mountaincar"}
     # a second run with the same settings loads the cached policies instead of training again
     assert cli_main(["run", "smoothing-certify", "--quick", "--out", str(out)]) == 0
@@ -144,3 +150,86 @@ def test_atari_smoke_on_a_few_frames(tmp_path, game):
     rows = read_metrics(out / "metrics.csv")
     assert any(r["kind"] == 1 and r["max_spent"] > 0 for r in rows)
     assert (out / "figures" / "certified_reward.png").is_file()
+
+
+class _LinearNet(torch.nn.Module):
+    """logits = [w . x_last, 0]: the averaged logit margin and its distance to the boundary are closed forms."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.as_tensor(w, dtype=torch.float32)
+
+    def logits(self, stack):
+        m = stack[:, -1] @ self.w
+        return torch.stack([m, torch.zeros_like(m)], dim=1)
+
+
+def test_smoothed_pgd_attack_flips_exactly_when_the_averaged_boundary_is_within_the_remaining_budget():
+    # Reference (derived): with linear logits [w.x, 0] the noise-averaged margin is w.(x + zbar), zbar the mean of
+    # the attacker's S noise samples; the CE gradient towards action 1 is along -w, so normalised steps of size eta
+    # reach the boundary after ceil(d / eta) steps, d = w.(o + zbar)/|w|, projected onto the ball of radius r.
+    # The attack flips iff |d| <= r (the step count 2r/eta suffices) and then spends min(ceil(|d|/eta) eta, r);
+    # a state on action 1 (d < 0) is pushed the other way, to action 0.
+    from polab.scaled.control.attack import SmoothedPGDAttack
+
+    w = torch.tensor([3.0, -4.0])  # |w| = 5
+    net = _LinearNet(w)
+    sigma, S, eta, B = 0.3, 16, 0.01, 0.5
+    seed = 123
+    att = SmoothedPGDAttack(net, budget=B, sigma=sigma, generator=torch.Generator().manual_seed(seed),
+                            noise_samples=S, step_size=eta)
+    att.reset(4)
+    ref_gen = torch.Generator().manual_seed(seed)
+    pol = SmoothedPolicy(net, sigma=sigma, frame_stack=1, generator=torch.Generator().manual_seed(0))
+    # distances along w/|w| of 0.123, 0.41, 0.9 (out of reach), and -0.2: a state on action 1
+    base = torch.tensor([0.123, 0.41, 0.9, -0.2])
+    zbar = (sigma * torch.randn((S, 2), generator=ref_gen)).mean(0)
+    frames = (base[:, None] * w / 5 - zbar).float()
+    pol.reset(frames)
+    eps = att.perturb(frames, pol, torch.ones(4, dtype=torch.bool))
+    norms = eps.double().norm(dim=1)
+    d = ((frames.double() + zbar.double()) @ w.double()) / 5
+    for i in range(4):
+        if abs(d[i]) <= B:
+            want = min(math.ceil(abs(float(d[i])) / eta - 1e-6) * eta, B)
+            assert float(norms[i]) == pytest.approx(want, rel=1e-5)  # float32 frames
+            torch.testing.assert_close(eps[i] / norms[i].float(), -torch.sign(d[i]).float() * w / 5, rtol=1e-4, atol=1e-5)
+        else:
+            assert float(norms[i]) == 0.0  # no flip: nothing spent
+    rem = att.remaining.clone()
+    torch.testing.assert_close(rem**2 + att.spent, torch.full((4,), B**2, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    assert float(rem[2]) == B  # the whole budget carried forward
+    # next step: row 2 reaches a state at distance 0.305 and is flipped with the carried-forward budget (31 steps)
+    zbar2 = (sigma * torch.randn((S, 2), generator=ref_gen)).mean(0)
+    frames2 = (torch.full((4,), 0.305)[:, None] * w / 5 - zbar2).float()
+    eps2 = att.perturb(frames2, pol, torch.tensor([False, False, True, False]))
+    assert float(eps2[2].double().norm()) == pytest.approx(0.31, rel=1e-5)
+    assert float(eps2[[0, 1, 3]].abs().max()) == 0.0  # finished episodes are not attacked
+    assert att.flips.tolist() == [1, 1, 1, 1]
+
+
+def test_smoothed_pgd_attack_respects_the_total_budget_on_a_random_network():
+    from polab.scaled.control.attack import SmoothedPGDAttack, make_attack
+
+    torch.manual_seed(0)
+    net = MLPActorCritic(3 * 4, 3)
+    pol = SmoothedPolicy(net, sigma=0.2, frame_stack=3, generator=torch.Generator().manual_seed(0))
+    frames = torch.randn(32, 4)
+    pol.reset(frames)
+    att = make_attack(net, mode="smoothed-pgd", budget=0.4, horizon=20, sigma=0.2, generator=torch.Generator().manual_seed(1),
+                      noise_samples=8, step_size=0.02)
+    assert isinstance(att, SmoothedPGDAttack)
+    att.reset(32)
+    total = torch.zeros(32, dtype=torch.float64)
+    for _ in range(20):
+        eps = att.perturb(frames, pol, torch.ones(32, dtype=torch.bool))
+        total += eps.double().pow(2).sum(1)
+        pol.push(frames + eps)
+        frames = frames + 0.1 * torch.randn(32, 4)
+    assert float(total.max()) <= 0.4**2  # exact: the applied float32 perturbation is audited in float64
+    torch.testing.assert_close(total, att.spent, rtol=1e-12, atol=1e-12)
+    assert int(att.flips.sum()) > 0  # it did attack
+    with pytest.raises(ValueError, match="generator"):
+        make_attack(net, mode="smoothed-pgd", budget=0.4, horizon=20, sigma=0.2)
+    with pytest.raises(ValueError, match="attack mode"):
+        make_attack(net, mode="pgd", budget=0.4, horizon=20, sigma=0.2)
