@@ -180,9 +180,10 @@ def _coerce(value: Any, tp: Any, path: str, *, strict: bool) -> Any:
             if type(None) in args:
                 return None
             raise _wrong(path, tp, value)
-        for arm in args:
-            if arm is type(None):
-                continue
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1 and (_is_dataclass_type(arms[0]) or typing.get_origin(arms[0]) in (Literal, tuple, list)):
+            return _coerce(value, arms[0], path, strict=strict)  # T's own message (a nested key, a choice) says more
+        for arm in arms:
             try:
                 return _coerce(value, arm, path, strict=strict)
             except ValueError:
@@ -243,7 +244,7 @@ def _coerce(value: Any, tp: Any, path: str, *, strict: bool) -> Any:
 
 def _jsonable(value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name), f"{path}{f.name}") for f in dataclasses.fields(value)}
+        return {f.name: _jsonable(getattr(value, f.name), f"{path}.{f.name}" if path else f.name) for f in dataclasses.fields(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, os.PathLike):
@@ -688,6 +689,7 @@ def add_dataclass_arguments(
         raise TypeError(f"add_dataclass_arguments needs a dataclass type, got {cls!r}")
     defaults = dict(defaults or {})
     tps = _field_types(cls)
+    file_only = []
     for f in dataclasses.fields(cls):
         tp = tps[f.name]
         default = defaults[f.name] if f.name in defaults else _field_default(f)
@@ -711,6 +713,8 @@ def add_dataclass_arguments(
         if not f.metadata.get("cli", True) or not _cli_supported(tp) or not f.init:
             if default is not dataclasses.MISSING:
                 parser_or_group.set_defaults(**{dest: default})
+            if f.init:
+                file_only.append(prefix + f.name)
             continue
         help_text = f.metadata.get("help", "")
         shown = "(default: " + _show(default) + ")" if default is not dataclasses.MISSING else "(required)"
@@ -749,6 +753,9 @@ def add_dataclass_arguments(
         else:
             kwargs["metavar"] = _metavar(tp)
         parser_or_group.add_argument(option, **kwargs)
+    if file_only and isinstance(parser_or_group, argparse._ArgumentGroup):
+        note = "Config files only: " + ", ".join(file_only) + "."
+        parser_or_group.description = f"{parser_or_group.description} {note}" if parser_or_group.description else note
 
 
 def dataclass_from_namespace(cls: type, namespace: argparse.Namespace, *, prefix: str = "") -> Any:

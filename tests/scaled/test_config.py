@@ -59,6 +59,7 @@ class Toy:
     out: Path = Path("runs/toy")
     secret: str = field(default="hidden", metadata={"cli": False, "help": "never on the command line"})
     optim: Optim = field(default_factory=Optim)
+    maybe: Optional[Schedule] = None  # an optional nested dataclass: config files only
 
 
 @dataclass
@@ -223,13 +224,14 @@ def test_help_lists_every_field_exactly_once(capsys):
     for f in dataclasses.fields(Toy):
         if f.name == "optim":
             expected += [f"--optim.{g.name.replace('_', '-')}" for g in dataclasses.fields(Optim)]
-        elif f.metadata.get("cli", True):
+        elif f.name not in ("secret", "maybe"):  # cli=False, and an Optional nested dataclass (config files only)
             expected.append("--" + f.name.replace("_", "-"))
     for prefix, cls in GROUPS.items():
         expected += [f"--{prefix}{g.name.replace('_', '-')}" for g in dataclasses.fields(cls)]
     # option names as they start a help entry (not in the usage line)
     listed = re.findall(r"^\s{2}(--[\w.-]+)", text, flags=re.M)
     assert sorted(listed) == sorted(expected + ["--preset", "--config"])  # "-h, --help" starts with -h
+    assert "Config files only: secret, maybe." in " ".join(text.split())
 
 
 # -- config files ------------------------------------------------------------------
@@ -237,7 +239,7 @@ def test_help_lists_every_field_exactly_once(capsys):
 
 def test_round_trip_through_a_run_record(tmp_path):
     cfg = Toy(name="r", steps=4, levels=(9,), tags=("a", "b"), flag=False, dual_clip=2.5, max_items=None,
-              out=Path("x/y"), secret="s2", optim=Optim(lr=0.01, betas=(0.1, 0.2)))
+              out=Path("x/y"), secret="s2", optim=Optim(lr=0.01, betas=(0.1, 0.2)), maybe=Schedule(warmup=2, kind="cosine"))
     groups = {"spo-chain.": SpoChain(threshold=0.7, probability_mask=False), "pcpg.": Pcpg(kernel="gaussian")}
     record = C.config_record(cfg, groups, extra={"task": "jsonl:data/x.jsonl"})
     assert set(record) >= {"provenance", "methods", "task"}
@@ -334,6 +336,7 @@ def test_unknown_preset_lists_the_presets(capsys):
         ({"optim": {"betas": [1.0]}}, "'optim.betas': expected a list of 2 values"),
         ({"dual_clip": "x"}, "'dual_clip': expected float or None, got 'x' (str)"),
         ({"optim": 3}, "'optim': expected Optim, got 3 (int)"),
+        ({"maybe": {"kind": "linear"}}, "config key 'maybe.kind': 'linear' is not one of 'constant', 'cosine'"),
         ({"temprature": 1.0}, "unknown config key 'temprature' for Toy; did you mean 'temperature'?"),
         ({"zzz": 1}, "unknown config key 'zzz' for Toy; valid keys: dual_clip, engine,"),
     ],
@@ -357,6 +360,8 @@ def test_config_to_dict_is_json_safe_and_inverts():
     assert C.config_from_dict(Toy, json.loads(json.dumps(d))) == cfg
     with pytest.raises(TypeError, match="config key 'name': a object cannot be written"):
         C.config_to_dict(Toy(name=object()))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"config key 'optim\.betas\[1\]': a object cannot be written"):
+        C.config_to_dict(Toy(optim=Optim(betas=(0.1, object()))))  # type: ignore[arg-type]
 
 
 def test_merge_dicts_recurses_and_copies():
@@ -370,19 +375,21 @@ def test_merge_dicts_recurses_and_copies():
 
 
 def test_provenance_fields():
-    import importlib.metadata
+    import importlib.util
     import platform
 
     import numpy
-    import torch
 
     import polab
 
     p = C.provenance()
     assert p["polab"] == polab.__version__
     assert p["python"] == platform.python_version()
-    assert p["torch"] == importlib.metadata.version("torch") and p["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert p["numpy"] == numpy.__version__
+    # torch's own version.py (read, not imported: importing torch takes seconds) agrees with the metadata read
+    spec = importlib.util.find_spec("torch")
+    version_py = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    assert f"__version__ = '{p['torch']}'" in version_py
     json.dumps(p)
     checkout = Path(polab.__file__).resolve().parent.parent
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True)
@@ -477,3 +484,17 @@ def test_record_extra_replaces_an_object_valued_field(tmp_path):
     path.write_text(json.dumps(record))
     replay, groups = parse(["--config", str(path)])
     assert replay == Toy(name="spec:rebuilt") and groups == {"spo-chain.": SpoChain(), "pcpg.": Pcpg()}
+
+
+def test_provenance_ignores_a_foreign_repository(monkeypatch, tmp_path):
+    """polab installed inside another project's git repository does not report that project's commit."""
+    calls = []
+
+    def fake_git(args, cwd, timeout):
+        calls.append(args)
+        return str(tmp_path) if args == ["rev-parse", "--show-toplevel"] else "f" * 40
+
+    monkeypatch.setattr(C, "_git", fake_git)
+    p = C.provenance()
+    assert p["git_commit"] is None and p["git_dirty"] is None
+    assert calls == [["rev-parse", "--show-toplevel"]]  # tmp_path holds no polab/__init__.py: HEAD is never asked
