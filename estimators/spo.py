@@ -13,9 +13,11 @@ continuations sampled from it), and gives segment :math:`k` the advantage
 (SPO-chain; the segment's value gain). Partitions:
 
 - :func:`cutpoint_segments` (SPO-chain): *cutpoints* are tokens whose
-  probability under the sampling policy is below :math:`\rho`; a segment
-  closes after every ``cutpoints_per_segment`` cutpoints (the paper's
-  "interval", e.g. int5);
+  probability under the sampling policy is below :math:`\rho`; a new
+  segment starts just before the 1st, :math:`(1+I)`-th, :math:`(1+2I)`-th, ...
+  cutpoint, :math:`I` = ``cutpoints_per_segment`` (the paper's "interval",
+  e.g. int5), as the authors' code does; the high-probability tokens before
+  the first cutpoint form a lead-in segment;
 - :func:`fixed_size_segments` (SPO-tree, and a baseline): every
   ``segment_length`` tokens.
 
@@ -37,11 +39,25 @@ Dr.GRPO (``scale="none"``) or GRPO (``scale="group"``).
 
 Notes
 -----
-The formulas above follow the SPO paper's description as we read it (the
-AIFrameResearch/SPO code was not available in our index). Unconfirmed details,
-made explicit as arguments: whether the sibling-group advantage of SPO-tree is
-std-normalised (``scale``), and whether a response's trailing tokens after its
-last full interval form their own segment (they do here).
+Source status. SPO-chain's partition, chain advantages and probability mask
+are checked against the authors' code, AIFrameResearch/SPO at commit
+b9fc6a263dec54e28137fd488a9b9c0e0d026025,
+``src/treetune/episode_generators/math_episode_generator_with_mc_advantages.py``
+(``_create_value_estimation_requests``: cutpoints are the positions just
+before tokens with probability < 0.9, every ``cutpoint_interval``-th of them
+from the first, default 5; ``_compute_token_advantages``: each segment gets
+the value at its end minus the value at its start, the last one the score
+minus the value at the last cut, tokens with probability > 0.9 get 0) and
+``src/treetune/trainers/ppo_trainer.py`` (probability mask ``exp(old_logp) <
+0.9``); the paper's Monte Carlo sample count is 9
+(``configs/episode_generators/9rolls.jsonnet``, used by the SPO-chain
+configs). :data:`SPO_CHAIN_PAPER` holds these constants. One difference,
+without effect under the probability mask: the authors compute no value at
+the prompt unless the first response token is a cutpoint, so their lead-in
+segment gets advantage 0; here it gets :math:`\hat V(s_{t_1}) - \hat V(s_0)`,
+and its tokens (all of probability >= :math:`\rho`) carry no loss under the
+mask either way. SPO-tree's sibling-group scaling (``scale``) remains our
+reading of the paper.
 
 References
 ----------
@@ -62,6 +78,8 @@ from .checks import as_tensor, check_finite, check_mask, check_ndim, check_same_
 from .policy_loss import PolicyLoss, ppo_clip_loss
 
 __all__ = [
+    "SPOChainPreset",
+    "SPO_CHAIN_PAPER",
     "cutpoint_mask",
     "cutpoint_segments",
     "fixed_size_segments",
@@ -71,6 +89,32 @@ __all__ = [
     "tree_segment_advantages",
     "spo_policy_loss",
 ]
+
+
+@dataclass(frozen=True)
+class SPOChainPreset:
+    """Named SPO-chain hyperparameters.
+
+    Attributes
+    ----------
+    threshold : float
+        Cutpoint probability :math:`\rho`.
+    cutpoints_per_segment : int
+        The interval :math:`I`.
+    mc_samples : int
+        Monte Carlo continuations per segment start.
+    """
+
+    threshold: float
+    cutpoints_per_segment: int
+    mc_samples: int
+
+
+#: The authors' defaults (AIFrameResearch/SPO b9fc6a2): rho = 0.9 (hard-coded in
+#: ``math_episode_generator_with_mc_advantages.py`` and ``trainers/ppo_trainer.py``),
+#: ``cutpoint_interval`` 5 (the generator's default and the README's int5 runs) and
+#: 9 Monte Carlo samples (``configs/episode_generators/9rolls.jsonnet``).
+SPO_CHAIN_PAPER = SPOChainPreset(threshold=0.9, cutpoints_per_segment=5, mc_samples=9)
 
 
 def _mask_of(logp_or_mask, mask):
@@ -100,30 +144,78 @@ def _close_segments(closes: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.where(m > 0, seg, torch.full_like(seg, -1))
 
 
-def cutpoint_segments(token_logprobs, mask, *, threshold: float, cutpoints_per_segment: int) -> torch.Tensor:
-    """SPO-chain's cutpoint-based partition.
+def cutpoint_segments(
+    token_logprobs,
+    mask,
+    *,
+    threshold: float,
+    cutpoints_per_segment: int,
+    placement: Literal["before", "after"] = "before",
+) -> torch.Tensor:
+    r"""SPO-chain's cutpoint-based partition.
 
-    A segment ends right after every ``cutpoints_per_segment``-th cutpoint of
-    the response (cutpoints from :func:`cutpoint_mask`); the tokens after the
-    last such cut form the final segment. A response with fewer cutpoints
-    than the interval is one segment.
+    With cutpoints numbered 1, 2, ... along the response (from
+    :func:`cutpoint_mask`) and :math:`I` = ``cutpoints_per_segment``:
+
+    - ``placement="before"`` (the authors' code, default): a segment starts
+      at cutpoint number :math:`1, 1+I, 1+2I, \dots`, i.e. the cut is just
+      before that token, and runs up to the next such cutpoint or the end of
+      the response. Every segment after the lead-in therefore holds between 1
+      and :math:`I` cutpoints, and the last one, whose advantage carries the
+      final reward, always has a cutpoint token, so under the probability
+      mask the outcome always reaches the loss. The tokens before the first
+      cutpoint form segment 0 (the lead-in); when the first response token
+      is a cutpoint there is no lead-in.
+    - ``placement="after"`` (polab's earlier form, kept for reproducibility):
+      a segment ends right after every :math:`I`-th cutpoint; trailing tokens
+      form the last segment. When the number of cutpoints is a multiple of
+      :math:`I` and the response ends with high-probability tokens, that last
+      segment holds no cutpoint and the probability mask removes the final
+      reward from the loss.
+
+    A response without cutpoints is one segment.
+
+    Parameters
+    ----------
+    token_logprobs, mask : Tensor, shape [batch, time]
+        Log-probabilities of the sampled tokens under the sampling policy.
+    threshold : float in (0, 1]
+    cutpoints_per_segment : int >= 1
+    placement : {"before", "after"}
 
     Returns
     -------
     Tensor, shape [batch, time], int64
         Segment index of each response token (0, 1, ...), -1 outside the mask.
+
+    References
+    ----------
+    AIFrameResearch/SPO b9fc6a2,
+    ``math_episode_generator_with_mc_advantages.py::_create_value_estimation_requests``
+    (``cutpoints = np.where(response_probs < 0.9)[0] - 1``, then
+    ``cutpoints[::cutpoint_interval]``).
     """
-    if int(cutpoints_per_segment) < 1:
-        raise ValueError(f"cutpoints_per_segment must be >= 1; got {cutpoints_per_segment}.")
+    if isinstance(cutpoints_per_segment, bool) or int(cutpoints_per_segment) != cutpoints_per_segment or int(cutpoints_per_segment) < 1:
+        raise ValueError(f"cutpoints_per_segment must be an integer >= 1 (the paper's interval, 5 in SPO_CHAIN_PAPER); got {cutpoints_per_segment}.")
+    if placement not in ("before", "after"):
+        raise ValueError(f"placement must be 'before' (the authors' code) or 'after' (polab's earlier form); got {placement!r}.")
+    interval = int(cutpoints_per_segment)
     cp = cutpoint_mask(token_logprobs, mask, threshold=threshold)
     _, m = _mask_of(token_logprobs, mask)
     count = cp.long().cumsum(dim=1)
-    closes = cp & (count % int(cutpoints_per_segment) == 0)
-    # a close on the row's last response token would open an empty segment: drop it
     idx = torch.arange(m.shape[1], device=m.device)[None, :].expand_as(m)
-    last = torch.where(m > 0, idx, torch.full_like(idx, -1)).amax(dim=1, keepdim=True)
-    closes = closes & (idx != last)
-    return _close_segments(closes, m)
+    if placement == "after":
+        closes = cp & (count % interval == 0)
+        # a close on the row's last response token would open an empty segment: drop it
+        last = torch.where(m > 0, idx, torch.full_like(idx, -1)).amax(dim=1, keepdim=True)
+        closes = closes & (idx != last)
+        return _close_segments(closes, m)
+    starts = cp & ((count - 1) % interval == 0)
+    # segment id = number of starts at or before t, minus one where the row's first response token is a start
+    first = torch.where(m > 0, idx, torch.full_like(idx, m.shape[1])).amin(dim=1, keepdim=True)
+    first_is_start = (starts & (idx == first)).any(dim=1, keepdim=True).long()
+    seg = starts.long().cumsum(dim=1) - first_is_start
+    return torch.where(m > 0, seg, torch.full_like(seg, -1))
 
 
 def fixed_size_segments(mask, *, segment_length: int) -> torch.Tensor:
@@ -342,7 +434,8 @@ def spo_policy_loss(
     token_advantages : Tensor, shape [batch, time]
     mask : Tensor, shape [batch, time]
     threshold : float in (0, 1] or None
-        :math:`\rho` (0.9 is our default, unconfirmed). ``None`` turns the
+        :math:`\rho` (0.9, the authors' value: ``exp(old_logprobs) < 0.9`` in
+        AIFrameResearch/SPO b9fc6a2 ``trainers/ppo_trainer.py``). ``None`` turns the
         probability mask off (every response token carries its segment's advantage).
     clip_low, clip_high, aggregation, max_length, ref_logp, kl_coef
         As in :func:`polab.estimators.policy_loss.ppo_clip_loss`.
