@@ -29,9 +29,16 @@ config (see :func:`config_record`) are read as follows:
 
 - ``"provenance"``: ignored (it describes the run that wrote the file);
 - ``"methods"``: a mapping from a method group's name (its prefix without the
-  trailing dot, e.g. ``"spo-chain"``) to that group's field values;
+  trailing dot, e.g. ``"spo-chain"``; ``spo_chain`` names the same group) to
+  that group's field values. When the dataclass itself has a ``methods``
+  field, the mapping is also that field's value, its entries that name no
+  group are left to the field, and those that do also set the group;
 - ``"task"``: a config key like any other when the dataclass has a ``task``
-  field; otherwise informational and ignored.
+  field; otherwise informational and ignored;
+- any key named in ``parse_config(..., ignore_keys=...)`` (what else the run
+  records, e.g. ``"world_size"``): ignored unless it is a field.
+
+Any other unknown key is an error naming it and the closest valid keys.
 
 So ``--config runs/x/config.json`` replays run ``x``; options given after it
 still override single values.
@@ -803,17 +810,37 @@ def _as_mapping(value: Any) -> Any:
     return value
 
 
-def _split_record(d: Mapping[str, Any], cls: type, source: str) -> tuple[dict, dict]:
-    """(config keys, methods mapping) of a preset or config-file mapping (see :data:`RUN_RECORD_KEYS`)."""
+def _canonical_group(name: str) -> str:
+    """``"spo_chain"``, ``"spo-chain"`` and ``"spo-chain."`` name the same group."""
+    return _group_name(name).replace("_", "-")
+
+
+def _split_record(d: Mapping[str, Any], cls: type, ignore: set[str], groups: Mapping[str, type]) -> tuple[dict, dict]:
+    """(config keys, {group prefix: values}) of a preset or config-file mapping (see the module docstring)."""
     names = {f.name for f in dataclasses.fields(cls)}
     d = {k: _as_mapping(v) for k, v in d.items()}
-    for key in RUN_RECORD_KEYS:
-        if key != "methods" and key not in names:
+    for key in ignore | {"provenance", "task"}:
+        if key not in names:
             d.pop(key, None)
-    methods = d.pop("methods", {}) if "methods" not in names else {}
+    field_holds_methods = "methods" in names
+    methods = d.get("methods", {}) if field_holds_methods else d.pop("methods", {})
+    if methods is None and field_holds_methods:
+        methods = {}
     if not isinstance(methods, Mapping):
-        raise ValueError(f"{source}: 'methods' must map method-group names to their options, got {type(methods).__name__}")
-    return d, dict(methods)
+        raise ValueError(f"'methods' must map method-group names to their options, got {type(methods).__name__}")
+    by_name = {_canonical_group(p): p for p in groups}
+    out: dict[str, Any] = {}
+    for name, values in methods.items():
+        gprefix = by_name.get(_canonical_group(str(name)))
+        if gprefix is None:
+            if field_holds_methods:
+                continue  # an entry of the config's own ``methods`` field, not an option group
+            raise _unknown_key_error(f"methods.{name}", [f"methods.{_group_name(p)}" for p in groups], "the method groups")
+        values = _as_mapping(values)
+        if not isinstance(values, Mapping):
+            raise ValueError(f"'methods.{name}' must be a mapping of option names to values, got {type(values).__name__}")
+        out[gprefix] = merge_dicts(out.get(gprefix, {}), values)
+    return d, out
 
 
 def build_parser(
@@ -868,6 +895,7 @@ def parse_config(
     default_preset: str | None = None,
     description: str = "",
     groups: Mapping[str, type] | None = None,
+    ignore_keys: Sequence[str] = (),
 ) -> tuple[Any, dict[str, Any]]:
     """Parse a command line into a config dataclass and its method-group dataclasses.
 
@@ -892,7 +920,11 @@ def parse_config(
     groups : mapping of str to dataclass type, optional
         Extra option groups keyed by their prefix, e.g. ``{"spo-chain.": SPOChainConfig}``
         gives ``--spo-chain.threshold``; config files set them under
-        ``"methods": {"spo-chain": {...}}``.
+        ``"methods": {"spo-chain": {...}}`` (``spo_chain`` names the same group).
+    ignore_keys : sequence of str
+        Further top-level keys a run writes into its ``config.json`` beside the options
+        (for example ``"world_size"``), ignored on replay unless they are fields.
+        ``"provenance"`` and (when not a field) ``"task"`` are always ignored.
 
     Returns
     -------
@@ -938,22 +970,21 @@ def parse_config(
 
     merged: dict[str, Any] = {}
     merged_methods: dict[str, dict] = {}
-    by_name = {_group_name(p): p for p in groups}
+    ignore = set(ignore_keys)
     for source, layer in layers:
         try:
-            keys, methods = _split_record(layer, cls, source)
+            keys, methods = _split_record(layer, cls, ignore, groups)
             config_from_dict(cls, merge_dicts(merged, keys))  # checks this layer's keys and types now, to name its source
-            for name, values in methods.items():
-                values = _as_mapping(values)
-                gprefix = by_name.get(name) or (name if name in groups else None)
-                if gprefix is None:
-                    raise _unknown_key_error(f"methods.{name}", [f"methods.{n}" for n in by_name], "the method groups")
-                if not isinstance(values, Mapping):
-                    raise ValueError(f"'methods.{name}' must be a mapping of option names to values, got {type(values).__name__}")
-                _from_dict(groups[gprefix], merge_dicts(merged_methods.get(gprefix, {}), values), strict=True, path=f"methods.{name}.")
+            for gprefix, values in methods.items():
+                # checked now, so that the error names this layer
+                _from_dict(groups[gprefix], merge_dicts(merged_methods.get(gprefix, {}), values), strict=True,
+                           path=f"methods.{_group_name(gprefix)}.")
                 merged_methods[gprefix] = merge_dicts(merged_methods.get(gprefix, {}), values)
         except (ValueError, TypeError) as exc:
-            fail(f"{source}: {exc}")
+            hint = ""
+            if isinstance(layer, Mapping) and "provenance" in layer and "unknown config key" in str(exc):
+                hint = " (a run's config.json: top-level keys the run writes beside the options belong in parse_config's ignore_keys)"
+            fail(f"{source}: {exc}{hint}")
         merged = merge_dicts(merged, keys)
 
     base = _instance_values(config_from_dict(cls, merged))

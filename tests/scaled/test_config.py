@@ -307,9 +307,9 @@ def test_unknown_and_mistyped_keys_in_a_file(capsys, tmp_path):
     path.write_text(json.dumps({"steps": "ten"}))
     line = usage_error(capsys, ["--config", str(path)])
     assert "config key 'steps': expected int, got 'ten' (str)" in line
-    path.write_text(json.dumps({"methods": {"spo_chain": {"threshold": 1}}}))
+    path.write_text(json.dumps({"methods": {"spo-chian": {"threshold": 1}}}))
     line = usage_error(capsys, ["--config", str(path)])
-    assert "unknown config key 'methods.spo_chain'" in line and "did you mean 'methods.spo-chain'" in line
+    assert "unknown config key 'methods.spo-chian'" in line and "did you mean 'methods.spo-chain'" in line
     path.write_text(json.dumps({"methods": {"pcpg": {"kernel": "box"}}}))
     assert "'box' is not one of 'uniform', 'gaussian'" in usage_error(capsys, ["--config", str(path)])
 
@@ -498,3 +498,33 @@ def test_provenance_ignores_a_foreign_repository(monkeypatch, tmp_path):
     p = C.provenance()
     assert p["git_commit"] is None and p["git_dirty"] is None
     assert calls == [["rev-parse", "--show-toplevel"]]  # tmp_path holds no polab/__init__.py: HEAD is never asked
+
+
+def test_run_record_extra_keys_and_underscore_group_names(capsys, tmp_path):
+    """A run that records more top-level keys replays when it names them in ignore_keys; otherwise a clear error."""
+    record = {"steps": 5, "world_size": 2, "model_source": "tiny", "provenance": {"polab": "0"},
+              "methods": {"spo_chain": {"threshold": 0.4}}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(record))
+    cfg, groups = parse(["--config", str(path)], ignore_keys=("world_size", "model_source"))
+    assert cfg == Toy(steps=5) and groups["spo-chain."] == SpoChain(threshold=0.4)
+    line = usage_error(capsys, ["--config", str(path)])
+    assert "unknown config key 'world_size' for Toy" in line and "ignore_keys" in line
+
+
+@dataclass
+class WithMethods:
+    """A config that keeps per-method options in its own ``methods`` field."""
+
+    advantage: str = "grpo"
+    methods: dict = field(default_factory=dict, metadata={"cli": False})
+
+
+def test_config_with_its_own_methods_field(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"advantage": "spo-chain", "methods": {"spo-chain": {"threshold": 0.3}, "rloo": {}},
+                                "provenance": {}}))
+    cfg, groups = C.parse_config(WithMethods, ["--config", str(path), "--spo-chain.mc-samples", "5"], prog="toy",
+                                 groups={"spo-chain.": SpoChain})
+    assert cfg.methods == {"spo-chain": {"threshold": 0.3}, "rloo": {}}  # the field keeps the whole mapping
+    assert groups["spo-chain."] == SpoChain(threshold=0.3, mc_samples=5)  # the group reads its entry
