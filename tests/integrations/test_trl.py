@@ -222,3 +222,27 @@ def test_bad_dataset_or_scheduler_is_refused(tmp_path):
     trainer, _ = _trainer(tmp_path, max_steps=1)  # default: DumpScheduler over the sources, first-seen order
     assert trainer.scheduler.names == SOURCES and isinstance(trainer.scheduler, DumpScheduler)
     assert math.isclose(float(trainer.scheduler.probabilities().sum()), 1.0)
+
+
+@pytest.mark.slow  # two processes each import TRL and transformers: ~50 s on 2 shared CPU cores
+def test_two_ranks_share_scheduler_state(tmp_path):
+    import subprocess
+    import sys
+
+    worker = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              "-m", "tests.integrations.trl_ddp_worker", str(tmp_path)]
+    r = subprocess.run(worker, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert [x["world"] for x in ranks] == [2, 2]
+    assert ranks[0]["state"] == ranks[1]["state"]  # every rank holds the same scheduler
+    # 2 steps x global batch of 4 completions (2 per rank): both ranks' advantages reached the scheduler.
+    assert sum(ranks[0]["state"]["counts"]) == 2 * 4
+    for x in ranks:
+        for step, fed in zip(x["steps"], x["fed"]):
+            # The scheduler got TRL's all-process advantages, in TRL's global order ...
+            assert fed["advantages"] == step["trl_advantages"] and fed["sources"] == step["sources"]
+            # ... and TRL's all-process prompts are the global draw (rank 0 took the first prompt, rank 1 the second).
+            data = tiny_dataset()
+            assert step["trl_prompts"] == [data[r]["prompt"] for r in step["prompt_rows"] for _ in range(2)]
+    assert ranks[0]["steps"] == ranks[1]["steps"]
