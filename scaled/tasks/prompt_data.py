@@ -2,11 +2,11 @@
 
 Each record holds a prompt (field ``prompt_field``, default ``"prompt"``, a
 non-empty string), a reference answer (``answer_field``, default
-``"answer"``; needed by the built-in rewards) and optionally a distribution
-name (``source_field``, default ``"source"``; records without it form the
-distribution ``"all"``), so the DUMP curriculum schedules over the user's
-own sources. Other fields are kept and handed to ``module:function``
-rewards. The reward is chosen by name (:mod:`polab.scaled.tasks.rewards`).
+``"answer"``; needed by the built-in rewards; a list holds several accepted
+answers) and optionally a distribution name (``source_field``, default
+``"source"``; records without it form the distribution ``"all"``), so the
+DUMP curriculum schedules over the user's own sources. Other fields are
+kept and handed to ``module:function`` rewards. The reward is chosen by name (:mod:`polab.scaled.tasks.rewards`).
 
 Example ``data.jsonl``::
 
@@ -44,7 +44,7 @@ import numpy as np
 
 from .protocol import RewardResult
 from .registry import register_task
-from .rewards import make_reward, numeric_answer
+from .rewards import answer_numbers, answer_texts, make_reward
 
 __all__ = [
     "PromptRecord",
@@ -333,7 +333,12 @@ class PromptDatasetTask:
                     raise ValueError(f"{where}: missing the answer field {self.answer_field!r} (fields: {sorted(rec)}), "
                                      f"which the {self.reward_spec!r} reward compares with; set answer_field=...")
                 if needs == "number":
-                    numeric_answer(rec[self.answer_field], where=where)
+                    answer_numbers(rec, self.answer_field, where=where)
+                else:
+                    try:
+                        answer_texts(rec, self.answer_field)
+                    except ValueError as exc:
+                        raise ValueError(f"{where}: {exc}") from None
             source = rec.get(self.source_field)
             if source is None:
                 source = DEFAULT_SOURCE
@@ -382,8 +387,10 @@ class PromptDatasetTask:
         return problem.prompt
 
     def reference(self, problem: PromptRecord) -> str:
-        """The answer as text (``""`` when the record has none)."""
-        return "" if problem.answer is None else str(problem.answer)
+        """The answer as text: the first accepted one of a list, ``""`` when the record has none."""
+        if problem.answer is None or problem.answer == []:
+            return ""
+        return answer_texts({"answer": problem.answer}, "answer")[0]
 
     def reward(self, response: str, problem: PromptRecord) -> RewardResult:
         if not isinstance(problem, PromptRecord):

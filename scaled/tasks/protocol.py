@@ -67,8 +67,8 @@ class RewardResult:
 
     Notes
     -----
-    Instances compare by value. ``components`` is a dict, so instances are not
-    hashable.
+    Instances compare and hash by value (the hash reads ``components`` as
+    sorted items).
     """
 
     total: float
@@ -87,6 +87,9 @@ class RewardResult:
             if not isinstance(key, str):
                 raise ValueError(f"RewardResult.components keys must be str, got {key!r}")
             _check_real(value, f"RewardResult.components[{key!r}]")
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.total, self.correct, tuple(sorted(self.components.items()))))
 
 
 @dataclass(frozen=True, init=False)
@@ -112,6 +115,8 @@ class ScoredReward(RewardResult):
         object.__setattr__(self, "format_score", format_score)
         object.__setattr__(self, "answer_score", answer_score)
         RewardResult.__init__(self, total, correct, expected)
+
+    __hash__ = RewardResult.__hash__  # components determine format_score and answer_score
 
 
 @runtime_checkable

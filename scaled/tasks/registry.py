@@ -180,9 +180,25 @@ def task_spec(task: object) -> str:
 
 
 def task_options(task: object) -> dict[str, Any]:
-    """The options :func:`build_task` was given for ``task`` (``{}`` for objects it did not build)."""
+    """The options :func:`build_task` was given for ``task``, JSON-safe (``{}`` for objects it did not build).
+
+    Tuples become lists; a callable option (e.g. a reward function object)
+    becomes ``"python:<module>.<qualname>"``, which a replay must pass again.
+    """
     opts = getattr(task, "task_options", None)
-    return dict(opts) if isinstance(opts, dict) else {}
+    return {k: _json_safe(v) for k, v in opts.items()} if isinstance(opts, dict) else {}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if callable(value):
+        return PYTHON_SPEC_PREFIX + _describe(value)
+    return repr(value)
 
 
 # --------------------------------------------------------------------------

@@ -14,7 +14,8 @@ spec                   reward
 ``module:function``    a user function ``(response, record) -> float | RewardResult``
 =====================  ======================================================================
 
-The three built-in rewards return ``total`` in {0, 1}, ``correct = total == 1``
+An answer field holding a list gives several accepted answers (any one
+counts as correct). The three built-in rewards return ``total`` in {0, 1}, ``correct = total == 1``
 and ``components = {"answer_score": total}``; ``numeric`` and ``regex`` add
 ``format_score`` (+1 when a number / a match was found, -1 otherwise, the
 arithmetic task's convention), so a trainer's format-rate metric is
@@ -33,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 from .protocol import RewardResult, as_reward_result
 
-__all__ = ["make_reward", "parse_last_number", "normalize_text", "numeric_answer", "RewardFunction", "REWARD_KINDS"]
+__all__ = ["make_reward", "parse_last_number", "normalize_text", "numeric_answer", "answer_texts", "answer_numbers", "RewardFunction", "REWARD_KINDS"]
 
 RewardFunction = Callable[[str, Mapping[str, Any]], RewardResult]
 
@@ -73,11 +74,33 @@ def normalize_text(text: str, *, normalize_whitespace: bool = True, ignore_case:
     return text
 
 
-def _answer_text(record: Mapping[str, Any], answer_field: str) -> str:
-    value = record[answer_field]
+def _accepted(value: Any) -> list:
+    """An answer field's accepted answers: the items of a list/tuple (several accepted answers), else the value."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("the answer is an empty list; give at least one accepted answer")
+        return list(value)
+    return [value]
+
+
+def _as_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # 42.0 in a JSON file means the answer 42
     return str(value)
+
+
+def answer_texts(record: Mapping[str, Any], answer_field: str) -> list[str]:
+    """Accepted answers of ``record`` as text (a list-valued answer field lists several)."""
+    return [_as_text(v) for v in _accepted(record[answer_field])]
+
+
+def answer_numbers(record: Mapping[str, Any], answer_field: str, *, where: str = "record") -> list[float]:
+    """Accepted answers of ``record`` as floats (see :func:`numeric_answer`)."""
+    try:
+        values = _accepted(record[answer_field])
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return [numeric_answer(v, where=where) for v in values]
 
 
 def _binary(ok: bool, found: bool | None = None) -> RewardResult:
@@ -144,6 +167,9 @@ def make_reward(
 
     Notes
     -----
+    ``numeric`` compares float64 values: integers beyond 2**53 lose digits
+    (use ``exact`` for those).
+
     ``regex``: the pattern is searched (``re.search`` semantics, flags
     inline, e.g. ``(?i)``); the *last* match counts (final answers come
     last), and its group 1 (the whole match if the pattern has no group)
@@ -161,19 +187,19 @@ def make_reward(
 
     if spec == "exact":
         def exact(response: str, record: Mapping[str, Any]) -> RewardResult:
-            want = normalize_text(_answer_text(record, answer_field), **norm)
-            return _binary(normalize_text(response, **norm) == want)
+            want = {normalize_text(a, **norm) for a in answer_texts(record, answer_field)}
+            return _binary(normalize_text(response, **norm) in want)
 
         exact.needs_answer = "text"
         return exact
 
     if spec == "numeric":
         def numeric(response: str, record: Mapping[str, Any]) -> RewardResult:
-            want = numeric_answer(record[answer_field], where=f"record field {answer_field!r}")
+            wants = answer_numbers(record, answer_field, where=f"record field {answer_field!r}")
             got = parse_last_number(response)
             if got is None:
                 return _binary(False, found=False)
-            return _binary(abs(got - want) <= max(rel_tol * max(abs(got), abs(want)), abs_tol), found=True)
+            return _binary(any(abs(got - w) <= max(rel_tol * max(abs(got), abs(w)), abs_tol) for w in wants), found=True)
 
         numeric.needs_answer = "number"
         return numeric
@@ -194,8 +220,8 @@ def make_reward(
                 pass
             if last is None or last.group(group) is None:
                 return _binary(False, found=False)
-            want = normalize_text(_answer_text(record, answer_field), **norm)
-            return _binary(normalize_text(last.group(group), **norm) == want, found=True)
+            want = {normalize_text(a, **norm) for a in answer_texts(record, answer_field)}
+            return _binary(normalize_text(last.group(group), **norm) in want, found=True)
 
         regex.needs_answer = "text"
         return regex

@@ -173,3 +173,23 @@ def test_readme_example(tmp_path, monkeypatch):
         exec(compile(code, "README example", "exec"), {})
     expected = [line.split("# ", 1)[1] for line in code.splitlines() if line.startswith("print(")]
     assert out.getvalue().splitlines() == expected
+
+
+def test_list_answers_reference_and_recorded_options(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Capital of France?", "answer": ["Paris", "Paris, France"]}])
+    task = build_task(f"jsonl:{path}")
+    p = task.sample("all", rng=np.random.default_rng(0))
+    assert task.reference(p) == "Paris" and task.reward("Paris, France", p).correct
+    bad = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "a", "answer": 1}, {"prompt": "b", "answer": [2, "two"]}])
+    with pytest.raises(ValueError, match=r"line 2: the answer 'two' is not a number"):
+        build_task(f"jsonl:{bad}", reward="numeric")
+    with pytest.raises(ValueError, match=r"line 1: the answer is an empty list"):
+        build_task(f"jsonl:{write_jsonl(tmp_path / 'e.jsonl', [{'prompt': 'a', 'answer': []}])}")
+
+    def my_reward(response, record):
+        return 1.0
+
+    opts = task_options(build_task(f"jsonl:{path}", reward=my_reward, distributions=("all",)))
+    assert opts == {"reward": f"python:{__name__}.test_list_answers_reference_and_recorded_options.<locals>.my_reward",
+                    "distributions": ["all"]}
+    json.dumps(opts)  # JSON-safe for config.json

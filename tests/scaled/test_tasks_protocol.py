@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -37,7 +38,8 @@ def test_built_in_tasks_follow_the_protocol(spec, options):
     task = build_task(spec, **options)
     assert isinstance(task, PromptTask)
     check_task(task)
-    assert task.name == spec and task_spec(task) == spec and task_options(task) == options
+    assert task.name == spec and task_spec(task) == spec
+    assert task_options(task) == json.loads(json.dumps(options))  # JSON-safe: tuples become lists
     assert task.distributions and all(isinstance(d, str) for d in task.distributions)
     for source in task.distributions:
         a = task.sample(source, rng=np.random.default_rng(7))
@@ -104,6 +106,9 @@ def test_reward_result_checks_its_fields():
         ScoredReward(1.0, 2.0, 3.0, True, components={"x": 1.0})
     with pytest.raises(AttributeError):
         RewardResult(1.0, True).total = 2.0  # frozen
+    # Hashable by value, as the built-in reward classes were before they held components.
+    assert len({KKReward(1.0, 2.0, 3.0, True), KKReward(1.0, 2.0, 3.0, True), KKReward(-1.0, -2.0, -3.0, False)}) == 2
+    assert hash(RewardResult(1.0, True, {"a": 1.0, "b": 2.0})) == hash(RewardResult(1.0, True, {"b": 2.0, "a": 1.0}))
 
 
 def test_as_reward_result():

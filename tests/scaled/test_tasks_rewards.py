@@ -71,6 +71,18 @@ def test_numeric_default_tolerance_is_relative_1e_9():
     assert not num("1000000002", {"answer": 1e9}).correct
 
 
+def test_list_answers_accept_any_of_them():
+    rec = {"answer": ["Paris", "paris, France"]}
+    assert make_reward("exact")("Paris", rec).correct and make_reward("exact")("paris,  France", rec).correct
+    assert not make_reward("exact")("Lyon", rec).correct
+    assert make_reward(r"regex:is (\w+)")("it is Paris", rec).correct
+    num = make_reward("numeric", abs_tol=0.01)
+    nums = {"answer": [0.5, "2"]}
+    assert num("= 2", nums).correct and num("0.505", nums).correct and not num("1", nums).correct
+    with pytest.raises(ValueError, match="empty list"):
+        make_reward("exact")("x", {"answer": []})
+
+
 def test_numeric_answer_must_be_a_number():
     assert numeric_answer(" 1,234 ", where="r") == 1234.0
     for bad in ("abc", "1/2", True, None, [1]):
