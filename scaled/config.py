@@ -743,7 +743,8 @@ def add_dataclass_arguments(
             variadic = origin is list or not args or (len(args) == 2 and args[1] is Ellipsis)
             item_types = (args[0],) if (variadic and args) else (args or (str,))
             numeric = all(_strip_optional(a)[0] in (int, float) for a in item_types)
-            kwargs["nargs"] = ("+" if variadic else len(item_types)) if not optional else "+"
+            # "*": a bare --x empties a list a preset or file set; a fixed tuple takes exactly its length
+            kwargs["nargs"] = "*" if variadic else ("+" if optional else len(item_types))
             kwargs["metavar"] = _metavar(item_types[0])
             parser_or_group.add_argument(
                 option, action=_SequenceAction, item_types=item_types, variadic=variadic,

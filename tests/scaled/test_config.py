@@ -138,6 +138,11 @@ def test_every_field_type_from_the_command_line():
     assert groups == {"spo-chain.": SpoChain(threshold=0.3, probability_mask=False), "pcpg.": Pcpg(kernel="gaussian")}
 
 
+def test_a_bare_list_option_empties_the_list():
+    cfg, _ = parse(["--preset", "small", "--levels"])
+    assert cfg.levels == () and PRESETS["small"]["levels"] == [1, 2]
+
+
 def test_hidden_field_has_no_option_but_keeps_its_value(capsys, tmp_path):
     assert "--secret" not in help_text(capsys)
     assert "--secret" in usage_error(capsys, ["--secret", "x"])  # argparse: unrecognized arguments: --secret x
@@ -206,7 +211,7 @@ def test_help_shows_effective_defaults(capsys, tmp_path):
     assert re.search(r"--optim\.lr X\s+learning rate \(default: 0\.5\)", text)
     assert "decoupled; 1% is 0.01 (default: 0.0)" in text  # a % in the help is not an argparse format
     assert re.search(r"--spo-chain\.mc-samples N\s+\(default: 4\)", text)
-    assert re.search(r"--levels N \[N \.\.\.\]\s+\(default: 1 2\)", text)
+    assert re.search(r"--levels \[N \.\.\.\]\s+\(default: 1 2\)", text)
     path = tmp_path / "c.yaml"
     path.write_text("steps: 42\nflag: false\ndual_clip: 3.0\n")
     text = help_text(capsys, ["--preset", "small", "--config", str(path)])
