@@ -8,30 +8,44 @@ GEPO: Group Equivalent Preference Optimization (Wu et al. 2025, OORL)
 ---------------------------------------------------------------------
 For a prompt (a source program), a group of candidates (intermediate
 representations, IRs) splits into those **equivalent** to the source
-(:math:`E`, e.g. they pass the unit tests) and the **inequivalent** ones
-(:math:`N`). GEPO asks the model to prefer the equivalent group to the
-inequivalent one and, from the mutual equivalence inside :math:`E`, to give
-equivalent candidates the same implicit reward:
+(the winners :math:`Y_w`, :math:`n` of them) and the **inequivalent** ones
+(the losers :math:`Y_l`, :math:`m`). With the log-probability ratio
+:math:`\hat r(y) = \log\pi_\theta(y) - \log\pi_{ref}(y)`, GEPO minimises
 
 .. math::
 
-    \ell_g = -\log\sigma\Bigl(\tfrac{1}{|E|}\sum_{i\in E} r_i - \tfrac{1}{|N|}\sum_{j\in N} r_j - \gamma\Bigr)
-             + \lambda\,\tfrac{1}{|E|}\sum_{i\in E}\bigl(r_i - \bar r_E\bigr)^2 ,
+    \ell_g = -\log\sigma\Bigl(\beta\bigl[\tfrac{1}{n}\sum_{y\in Y_w}\hat r(y) - \tfrac{1}{m}\sum_{y\in Y_l}\hat r(y)\bigr]\Bigr)
+             + \lambda\,\mathrm{Var}_{y\in Y_w}\,\hat r(y),
 
-and the loss is the mean of :math:`\ell_g` over groups that have both kinds.
-The consistency term is the population variance of the equivalent rewards,
-which equals :math:`\frac{1}{2|E|^2}\sum_{i,j\in E}(r_i - r_j)^2` (all pairs of
-mutually equivalent candidates). **Reconstructed**: the seed abstract
-confirms only the ingredients (groups of IRs; discern equivalent from
-inequivalent; use the mutual equivalence inside the group); the exact form
-above (group means inside one sigmoid, a variance penalty with weight
-:math:`\lambda`, the margin :math:`\gamma`) is ours and **unconfirmed**
-(the paper's text and code were not available; note that the "GEPO" of
+averaged over groups that have both kinds: a DPO-like term on the mean
+log-ratios of the two groups in one sigmoid, plus :math:`\lambda` times the
+variance of the winners' log-ratios (the Lagrangian of the paper's
+constraint :math:`\mathrm{Var}\le\epsilon`), :math:`\lambda = 1`, no margin.
+In OORL it is trained on a static (off-policy) set of groups and added to an
+on-policy REINFORCE++ loss, :math:`L = w_{rl} L_{OnP} + w_{gepo} L_{GEPO}`
+with :math:`w_{rl}=1`, :math:`w_{gepo}=0.01` (:func:`oorl_loss`,
+:data:`GEPO_PAPER`). Source: the paper's text (Wu et al. 2025, sections 3.2
+and 3.3 and Appendix A, read through the search tool's code corpus; its
+equations did not survive extraction, so the form is taken from the prose:
+"the first term is analogous to the DPO loss but operates on the average
+log-probability ratios of the winner and loser groups", "the second term,
+weighted by the hyperparameter :math:`\lambda`, explicitly penalizes the
+variance of the log-probability ratios within the winner group",
+":math:`\lambda = 1`", ":math:`w_{rl} = 1` and :math:`w_{gepo} = 0.01`").
+Not confirmed: whether the variance is the population (used here) or the
+Bessel-corrected one; the paper's code was not available.
+
+Options (``gepo_loss``): ``variance="implicit-reward"`` penalises the
+variance of :math:`\beta\hat r` instead (polab's earlier reading,
+:math:`\beta^2` times weaker at the same :math:`\lambda`), and ``margin``
+:math:`\gamma` is subtracted inside the sigmoid; both off in the paper's
+form. The population variance equals :math:`\frac{1}{2n^2}\sum_{i,j\in
+Y_w}(\hat r_i - \hat r_j)^2` (all pairs of mutually equivalent candidates).
+With one winner and one loser, :math:`\lambda=\gamma=0` it is exactly DPO
+(tested against :func:`polab.estimators.preference_losses.dpo_loss`, which
+reproduces TRL's ``loss_type="sigmoid"``). The "GEPO" of
 ``notes/llm_rl_anchors.md`` (HeteroRL, "Group Expectation Policy
-Optimization") is a different method with the same acronym). With one
-equivalent and one inequivalent candidate and :math:`\lambda=\gamma=0` it is
-exactly DPO (tested against :func:`polab.estimators.preference_losses.dpo_loss`,
-which reproduces TRL's ``loss_type="sigmoid"``).
+Optimization") is a different method with the same acronym.
 
 OPA-DPO: On-Policy Alignment DPO (Yang et al. 2025)
 ---------------------------------------------------
@@ -95,7 +109,9 @@ import torch.nn.functional as F
 from .checks import as_tensor, check_finite, check_mask, check_ndim, check_same_shape
 
 __all__ = [
+    "GEPO_PAPER",
     "GEPOLoss",
+    "oorl_loss",
     "OPADPOLoss",
     "gepo_loss",
     "split_by_reward",
@@ -159,9 +175,35 @@ class GEPOLoss:
         return self.per_group
 
 
-def gepo_loss(logp, ref_logp, equivalent, group_ids, *, beta: float = 0.1, consistency_coef: float = 0.1,
-              margin: float = 0.0) -> GEPOLoss | None:
-    r"""GEPO loss of a batch of groups (see the module docstring for the formula and what is reconstructed).
+#: The paper's GEPO / OORL constants (Wu et al. 2025, sections 3.2-3.3): lambda = 1, no margin, the variance of
+#: the winners' log-probability ratios, and the OORL weights w_rl = 1, w_gepo = 0.01. beta is not stated for GEPO.
+GEPO_PAPER = {"consistency_coef": 1.0, "margin": 0.0, "variance": "log-ratio", "rl_weight": 1.0, "gepo_weight": 0.01}
+
+
+def oorl_loss(on_policy_loss: torch.Tensor, gepo: torch.Tensor | None, *, rl_weight: float = 1.0,
+              gepo_weight: float = 0.01) -> torch.Tensor:
+    r"""OORL's combined objective :math:`w_{rl}L_{OnP} + w_{gepo}L_{GEPO}` (Wu et al. 2025, section 3.3).
+
+    Parameters
+    ----------
+    on_policy_loss : Tensor, scalar
+        The on-policy RL loss (REINFORCE++ in the paper).
+    gepo : Tensor, scalar, or None
+        :func:`gepo_loss`'s ``loss`` on a batch of static preference groups;
+        None (no eligible group) adds nothing.
+    rl_weight, gepo_weight : float, >= 0
+        1 and 0.01 in the paper.
+    """
+    for name, w in (("rl_weight", rl_weight), ("gepo_weight", gepo_weight)):
+        if not (w >= 0 and w < float("inf")):
+            raise ValueError(f"{name} must be a finite number >= 0; got {w}.")
+    total = rl_weight * on_policy_loss
+    return total if gepo is None else total + gepo_weight * gepo
+
+
+def gepo_loss(logp, ref_logp, equivalent, group_ids, *, beta: float = 0.1, consistency_coef: float = 1.0,
+              margin: float = 0.0, variance: Literal["log-ratio", "implicit-reward"] = "log-ratio") -> GEPOLoss | None:
+    r"""GEPO loss of a batch of groups (see the module docstring for the formula and its source).
 
     Parameters
     ----------
@@ -173,9 +215,12 @@ def gepo_loss(logp, ref_logp, equivalent, group_ids, *, beta: float = 0.1, consi
         Candidates of the same prompt share an id (any order).
     beta : float, > 0
     consistency_coef : float, >= 0
-        :math:`\lambda`, weight of the within-equivalent-group variance of implicit rewards.
+        :math:`\lambda`, weight of the within-equivalent-group variance (1 in the paper).
     margin : float
-        :math:`\gamma`, subtracted inside the sigmoid.
+        :math:`\gamma`, subtracted inside the sigmoid (0 in the paper; an option).
+    variance : {"log-ratio", "implicit-reward"}
+        Penalise the variance of :math:`\hat r = \log\pi - \log\pi_{ref}` (the
+        paper) or of :math:`\beta\hat r` (polab's earlier reading).
 
     Returns
     -------
@@ -183,8 +228,10 @@ def gepo_loss(logp, ref_logp, equivalent, group_ids, *, beta: float = 0.1, consi
     """
     if not beta > 0:
         raise ValueError(f"beta must be > 0; got {beta}.")
-    if consistency_coef < 0:
-        raise ValueError(f"consistency_coef must be >= 0; got {consistency_coef}.")
+    if not (consistency_coef >= 0 and consistency_coef < float("inf")):
+        raise ValueError(f"consistency_coef must be a finite number >= 0 (the paper's lambda is 1); got {consistency_coef}.")
+    if variance not in ("log-ratio", "implicit-reward"):
+        raise ValueError(f"variance must be 'log-ratio' (the paper) or 'implicit-reward'; got {variance!r}.")
     lp, ref = _vec(logp, "logp"), _vec(ref_logp, "ref_logp")
     check_same_shape(lp, ref, names=("logp", "ref_logp"))
     eq = as_tensor(equivalent, name="equivalent")
@@ -210,6 +257,8 @@ def gepo_loss(logp, ref_logp, equivalent, group_ids, *, beta: float = 0.1, consi
     mean_e = torch.zeros(k, dtype=lp.dtype, device=lp.device).index_add(0, inv, r * e) / n_e.clamp_min(1)
     mean_n = torch.zeros(k, dtype=lp.dtype, device=lp.device).index_add(0, inv, r * ne) / n_n.clamp_min(1)
     dev = (r - mean_e[inv]) * e
+    if variance == "log-ratio":
+        dev = dev / beta  # variance of log pi - log pi_ref, not of beta times it
     var_e = torch.zeros(k, dtype=lp.dtype, device=lp.device).index_add(0, inv, dev * dev) / n_e.clamp_min(1)
     z = mean_e - mean_n - margin
     pref = -F.logsigmoid(z)

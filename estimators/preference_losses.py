@@ -540,8 +540,9 @@ def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids
                 label_smoothing: float = 0.0, target_margin: float | None = None, negative_coef: float = 0.1,
                 pairing: Literal["all", "best-worst"] = "all", min_reward_gap: float = 0.0,
                 copg_scale: float = 1.0, opa_anchor: Literal["sigmoid", "squared"] | None = "sigmoid",
-                opa_anchor_value: float = 0.0, opa_anchor_coef: float = 1.0, gepo_consistency_coef: float = 0.1,
-                gepo_margin: float = 0.0, gepo_threshold: float | None = None):
+                opa_anchor_value: float = 0.0, opa_anchor_coef: float = 1.0, gepo_consistency_coef: float = 1.0,
+                gepo_margin: float = 0.0, gepo_threshold: float | None = None,
+                gepo_variance: Literal["log-ratio", "implicit-reward"] = "log-ratio"):
     """Apply a scheme's loss to one batch of responses (drawn by the caller from ``scheme.source``).
 
     Parameters
@@ -564,9 +565,9 @@ def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids
         Anchor of :func:`polab.estimators.group_preference.opa_dpo_sequence_loss`
         (defaults: the authors' ``run/train_opa_dpo.sh``, mDPO anchor at 0 with
         coefficient 1); OPA-DPO also uses ``beta`` and ``label_smoothing``.
-    gepo_consistency_coef, gepo_margin, gepo_threshold
-        :func:`polab.estimators.group_preference.gepo_loss`'s :math:`\\lambda` and
-        :math:`\\gamma`; a response counts as "equivalent" when its reward is
+    gepo_consistency_coef, gepo_margin, gepo_threshold, gepo_variance
+        :func:`polab.estimators.group_preference.gepo_loss`'s :math:`\\lambda` (1 in
+        the paper), :math:`\\gamma` and ``variance``; a response counts as "equivalent" when its reward is
         above its group's mean, or at least ``gepo_threshold`` when given
         (:func:`polab.estimators.group_preference.split_by_reward`).
 
@@ -585,7 +586,7 @@ def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids
                                    pairing=pairing, min_reward_gap=min_reward_gap, copg_scale=copg_scale,
                                    opa_anchor=opa_anchor, opa_anchor_value=opa_anchor_value, opa_anchor_coef=opa_anchor_coef,
                                    gepo_consistency_coef=gepo_consistency_coef, gepo_margin=gepo_margin,
-                                   gepo_threshold=gepo_threshold)
+                                   gepo_threshold=gepo_threshold, gepo_variance=gepo_variance)
     if scheme.loss == "best_of_n":
         coef = negative_coef if scheme.negative_gradient != "none" else 0.0
         return best_of_n_loss(logp, rewards, group_ids, negative_gradient=scheme.negative_gradient, negative_coef=coef)
@@ -604,7 +605,7 @@ def scheme_loss(scheme: SamplingScheme | str, logp, ref_logp, rewards, group_ids
 
 def _method_scheme_loss(scheme: SamplingScheme, logp, ref_logp, rewards, group_ids, *, beta, label_smoothing, pairing,
                         min_reward_gap, copg_scale, opa_anchor, opa_anchor_value, opa_anchor_coef, gepo_consistency_coef,
-                        gepo_margin, gepo_threshold):
+                        gepo_margin, gepo_threshold, gepo_variance="log-ratio"):
     """The losses of :data:`METHOD_SCHEMES` (imported here: those modules import nothing from this one, but keep it lazy)."""
     if scheme.loss == "copg":
         from .contrastive_pg import copg_loss
@@ -619,7 +620,7 @@ def _method_scheme_loss(scheme: SamplingScheme, logp, ref_logp, rewards, group_i
             r = r.to(torch.get_default_dtype())
         eq = split_by_reward(r.to(lp.device), as_tensor(group_ids, name="group_ids").to(lp.device), threshold=gepo_threshold)
         return gepo_loss(logp, ref_logp, eq, as_tensor(group_ids, name="group_ids").to(lp.device), beta=beta,
-                         consistency_coef=gepo_consistency_coef, margin=gepo_margin)
+                         consistency_coef=gepo_consistency_coef, margin=gepo_margin, variance=gepo_variance)
     from .group_preference import opa_dpo_sequence_loss
 
     pairs = preference_pairs(rewards, group_ids, pairing=pairing, min_reward_gap=min_reward_gap)

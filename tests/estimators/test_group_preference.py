@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from polab.estimators.group_preference import gepo_loss, opa_dpo_loss, opa_dpo_sequence_loss, split_by_reward
+from polab.estimators.group_preference import GEPO_PAPER, gepo_loss, oorl_loss, opa_dpo_loss, opa_dpo_sequence_loss, split_by_reward
 from polab.estimators.preference_losses import dpo_loss
 
 F64 = dict(rtol=1e-10, atol=1e-12)  # float64 round-off (STYLE.md)
@@ -48,18 +48,43 @@ def test_gepo_hand_values_and_loop_reference():
     eq = torch.rand(n, generator=g) < 0.5
     ids = torch.randint(0, 7, (n,), generator=g) * 3
     beta, lam, gam = 0.3, 0.7, 0.1
-    out = gepo_loss(lp, ref, eq, ids, beta=beta, consistency_coef=lam, margin=gam)
-    terms = []
-    for gid in sorted(set(ids.tolist())):
-        rows = [i for i in range(n) if ids[i] == gid]
-        E = [beta * float(lp[i] - ref[i]) for i in rows if eq[i]]
-        N = [beta * float(lp[i] - ref[i]) for i in rows if not eq[i]]
-        if not E or not N:
-            continue
-        me, mn = sum(E) / len(E), sum(N) / len(N)
-        terms.append(-_logsig(me - mn - gam) + lam * sum((x - me) ** 2 for x in E) / len(E))
-    assert float(out.loss) == pytest.approx(sum(terms) / len(terms), rel=1e-10)
-    assert out.per_group.numel() + out.num_skipped == len(set(ids.tolist()))
+    for variance in ("log-ratio", "implicit-reward"):
+        out = gepo_loss(lp, ref, eq, ids, beta=beta, consistency_coef=lam, margin=gam, variance=variance)
+        terms = []
+        for gid in sorted(set(ids.tolist())):
+            rows = [i for i in range(n) if ids[i] == gid]
+            E = [float(lp[i] - ref[i]) for i in rows if eq[i]]  # log-probability ratios
+            N = [float(lp[i] - ref[i]) for i in rows if not eq[i]]
+            if not E or not N:
+                continue
+            me, mn = sum(E) / len(E), sum(N) / len(N)
+            scale = 1.0 if variance == "log-ratio" else beta
+            var = sum((scale * (x - me)) ** 2 for x in E) / len(E)
+            terms.append(-_logsig(beta * (me - mn) - gam) + lam * var)
+        assert float(out.loss) == pytest.approx(sum(terms) / len(terms), rel=1e-10)
+        assert out.per_group.numel() + out.num_skipped == len(set(ids.tolist()))
+
+
+def test_gepo_paper_form_hand_values():
+    # The paper (Wu et al. 2025, section 3.2): -log sigma(beta (mean_w r - mean_l r)) + lambda Var_w(r),
+    # r = log pi - log pi_ref, lambda = 1, no margin. beta = 0.5; winners' ratios (1, 3), losers' (0, -2, 2):
+    # means 2 and 0 -> -log sigma(0.5 * 2) = log(1 + e^-1); Var_w = ((1-2)^2 + (3-2)^2)/2 = 1.
+    lp = torch.tensor([1.0, 3.0, 0.0, -2.0, 2.0], dtype=torch.float64)
+    eq = torch.tensor([1, 1, 0, 0, 0])
+    ids = torch.zeros(5, dtype=torch.long)
+    res = gepo_loss(lp, torch.zeros(5, dtype=torch.float64), eq, ids, beta=0.5)
+    assert float(res.loss) == pytest.approx(math.log1p(math.exp(-1.0)) + 1.0, rel=1e-12)
+    assert float(res.consistency_term[0]) == pytest.approx(1.0, rel=1e-12)
+    # polab's earlier reading: the variance of beta * r, beta^2 = 1/4 of it, at its earlier weight 0.1
+    old = gepo_loss(lp, torch.zeros(5, dtype=torch.float64), eq, ids, beta=0.5, consistency_coef=0.1, variance="implicit-reward")
+    assert float(old.consistency_term[0]) == pytest.approx(0.1 * 0.25, rel=1e-12)
+    assert (GEPO_PAPER["consistency_coef"], GEPO_PAPER["gepo_weight"], GEPO_PAPER["margin"]) == (1.0, 0.01, 0.0)
+    # OORL: w_rl * L_OnP + w_gepo * L_GEPO
+    total = oorl_loss(torch.tensor(2.0, dtype=torch.float64), res.loss)
+    assert float(total) == pytest.approx(2.0 + 0.01 * float(res.loss), rel=1e-12)
+    assert float(oorl_loss(torch.tensor(2.0), None)) == 2.0
+    with pytest.raises(ValueError, match="variance must be"):
+        gepo_loss(lp, torch.zeros(5, dtype=torch.float64), eq, ids, variance="beta")
 
 
 def test_gepo_invariances():
