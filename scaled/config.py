@@ -295,26 +295,68 @@ def _unknown_key_error(key: str, valid: Sequence[str], where: str) -> ValueError
     return ValueError(f"unknown config key {key!r} for {where}; {hint}")
 
 
-def _from_dict(cls: type, d: Mapping[str, Any], *, strict: bool, path: str) -> Any:
+def _partial(cls: type, d: Mapping[str, Any], *, strict: bool, path: str) -> dict:
+    """``d`` checked and converted key by key, without building ``cls``.
+
+    Nested dataclass fields stay partial mappings, so that a layer (a preset, a file)
+    need not be complete or valid on its own: only the final combination is built.
+    """
     if not isinstance(d, Mapping):
         raise ValueError(f"config for {cls.__name__} must be a mapping of field names to values, got {type(d).__name__}")
     tps = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    out = {}
     for key, value in d.items():
         if key not in fields:
             if strict:
                 raise _unknown_key_error(f"{path}{key}", [f"{path}{n}" for n in fields], cls.__name__)
             continue
         f = fields[key]
-        value = _coerce(value, tps[key], f"{path}{key}", strict=strict)
+        tp = tps[key]
+        if _is_dataclass_type(tp) and not isinstance(value, tp):
+            value = _as_mapping(value)
+            if not isinstance(value, Mapping):
+                raise _wrong(f"{path}{key}", tp, value)
+            out[key] = _partial(tp, value, strict=strict, path=f"{path}{key}.")
+            continue
+        value = _coerce(value, tp, f"{path}{key}", strict=strict)
         choices = f.metadata.get("choices")
         if choices is not None:
             for item in (value if isinstance(value, (tuple, list)) else (value,)):
                 if item is not None and item not in tuple(choices):
                     raise ValueError(f"config key {path + key!r}: {item!r} is not one of {', '.join(repr(c) for c in choices)}")
-        if f.init:
-            kwargs[key] = value
+        out[key] = value
+    return out
+
+
+def _merge_layer(cls: type, base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
+    """``base`` updated by the checked partial ``over``: nested dataclass fields merge key by key;
+    every other value (a ``dict`` field too: it is one value) is replaced whole."""
+    tps = _field_types(cls)
+    out = dict(base)
+    for k, v in over.items():
+        tp = tps.get(k)
+        if _is_dataclass_type(tp) and isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge_layer(tp, out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _from_dict(cls: type, d: Mapping[str, Any], *, strict: bool, path: str) -> Any:
+    part = _partial(cls, d, strict=strict, path=path)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    tps = _field_types(cls)
+    kwargs = {}
+    for key, value in part.items():
+        if not fields[key].init:
+            continue
+        if _is_dataclass_type(tps[key]) and isinstance(value, Mapping):
+            # over the field's own default instance (a default_factory may differ from the class defaults)
+            fallback = _field_default(fields[key])
+            base = _instance_values(fallback) if isinstance(fallback, tps[key]) else {}
+            value = _from_dict(tps[key], merge_dicts(base, value), strict=strict, path=f"{path}{key}.")
+        kwargs[key] = value
     missing = [n for n, f in fields.items() if f.init and n not in kwargs and _field_default(f) is dataclasses.MISSING]
     if missing:
         raise ValueError(f"config for {cls.__name__} lacks the required key(s) {', '.join(path + m for m in missing)}")
@@ -975,24 +1017,21 @@ def parse_config(
     for source, layer in layers:
         try:
             keys, methods = _split_record(layer, cls, ignore, groups)
-            config_from_dict(cls, merge_dicts(merged, keys))  # checks this layer's keys and types now, to name its source
+            # each layer's keys and types are checked now, so that an error names its source; the
+            # dataclasses are only built from the final combination (a layer need not be complete)
+            keys = _partial(cls, keys, strict=True, path="")
             for gprefix, values in methods.items():
-                # checked now, so that the error names this layer
-                _from_dict(groups[gprefix], merge_dicts(merged_methods.get(gprefix, {}), values), strict=True,
-                           path=f"methods.{_group_name(gprefix)}.")
-                merged_methods[gprefix] = merge_dicts(merged_methods.get(gprefix, {}), values)
+                values = _partial(groups[gprefix], values, strict=True, path=f"methods.{_group_name(gprefix)}.")
+                merged_methods[gprefix] = _merge_layer(groups[gprefix], merged_methods.get(gprefix, {}), values)
         except (ValueError, TypeError) as exc:
             hint = ""
             if isinstance(layer, Mapping) and "provenance" in layer and "unknown config key" in str(exc):
                 hint = " (a run's config.json: top-level keys the run writes beside the options belong in parse_config's ignore_keys)"
             fail(f"{source}: {exc}{hint}")
-        merged = merge_dicts(merged, keys)
+        merged = _merge_layer(cls, merged, keys)
 
-    base = _instance_values(config_from_dict(cls, merged))
-    group_base = {p: _instance_values(_from_dict(g, merged_methods.get(p, {}), strict=True, path=f"methods.{_group_name(p)}."))
-                  for p, g in groups.items()}
     parser = build_parser(cls, prog=prog, presets=presets, default_preset=default_preset, description=description,
-                          groups=groups, defaults=base, group_defaults=group_base)
+                          groups=groups, defaults=merged, group_defaults=merged_methods)
     ns = parser.parse_args(argv)
     try:
         cfg = dataclass_from_namespace(cls, ns)

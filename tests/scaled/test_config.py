@@ -205,6 +205,23 @@ def test_precedence_field_default_preset_file_command_line(tmp_path):
     assert (cfg.steps, cfg.temperature) == (300, 0.7)
 
 
+def test_a_dict_field_is_replaced_whole_by_a_later_layer(tmp_path):
+    """A ``dict`` field is one value (a run record must replay exactly); nested dataclasses merge key by key."""
+    presets = {"p": {"model": "m", "extra": {"a": 1}, "pair": [2, "b"]}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"extra": {"b": 2}}))
+    cfg, _ = C.parse_config(Misc, ["--preset", "p", "--config", str(path)], prog="toy", presets=presets)
+    assert cfg == Misc(model="m", extra={"b": 2}, pair=(2, "b"))
+
+
+def test_a_layer_need_not_be_valid_alone(tmp_path):
+    """Only the final combination is built: a file may set low > high when the command line then raises high."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"low": 2.0}))
+    cfg, _ = C.parse_config(Checked, ["--config", str(path), "--high", "3"], prog="toy")
+    assert cfg == Checked(low=2.0, high=3.0)
+
+
 def test_help_shows_effective_defaults(capsys, tmp_path):
     text = help_text(capsys, ["--preset", "small"])
     assert re.search(r"--steps N\s+optimizer steps \(default: 3\)", text)
@@ -533,3 +550,37 @@ def test_config_with_its_own_methods_field(tmp_path):
                                  groups={"spo-chain.": SpoChain})
     assert cfg.methods == {"spo-chain": {"threshold": 0.3}, "rloo": {}}  # the field keeps the whole mapping
     assert groups["spo-chain."] == SpoChain(threshold=0.3, mc_samples=5)  # the group reads its entry
+
+
+@dataclass
+class Misc:
+    """Field kinds the Toy config does not have."""
+
+    model: str  # required: no default
+    extra: dict = field(default_factory=dict, metadata={"help": "JSON object"})
+    weights: list[float] = field(default_factory=lambda: [1.0])
+    kernel: Optional[Literal["box", "tri"]] = None
+    pair: tuple[int, str] = (1, "a")
+
+
+def test_required_dict_list_optional_literal_and_mixed_tuple(capsys):
+    cfg, groups = C.parse_config(Misc, ["--model", "m", "--extra", '{"k": [1, 2]}', "--weights", "0.5,2", "--kernel", "tri",
+                                        "--pair", "3", "b"], prog="toy")
+    assert cfg == Misc(model="m", extra={"k": [1, 2]}, weights=[0.5, 2.0], kernel="tri", pair=(3, "b")) and groups == {}
+    cfg, _ = C.parse_config(Misc, ["--model", "m", "--kernel", "none"], prog="toy")
+    assert cfg.kernel is None and cfg.weights == [1.0]
+    for argv, needle in [
+        ([], "the following arguments are required: --model"),
+        (["--model", "m", "--extra", "{bad"], "argument --extra: expected a JSON object, got '{bad'"),
+        (["--model", "m", "--kernel", "gauss"], "argument --kernel: invalid choice: 'gauss'"),
+        (["--model", "m", "--pair", "x", "b"], "argument --pair: expected int, got 'x'"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            C.parse_config(Misc, argv, prog="toy")
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert needle in err and len([x for x in err.splitlines() if "error:" in x]) == 1, err
+    # a config file may supply the required field
+    assert C.config_from_dict(Misc, {"model": "f"}).model == "f"
+    with pytest.raises(ValueError, match="config for Misc lacks the required key"):
+        C.config_from_dict(Misc, {})
