@@ -141,16 +141,17 @@ def build_task(spec: str, **options) -> PromptTask:
         if unknown:
             raise ValueError(f"task {name!r} does not take option(s) {unknown}; it accepts {list(allowed)}")
     builder = TASKS[name]
-    if arg is None:
-        task = builder(**options)
-    else:
-        sig = _signature(builder)
-        positional = sig is None or any(
-            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in sig.parameters.values()
-        )
-        if not positional:
-            raise ValueError(f"task {name!r} takes no argument after ':'; use the spec {name!r} alone")
-        task = builder(arg, **options)
+    sig = _signature(builder)
+    args = () if arg is None else (arg,)
+    if sig is not None:
+        try:
+            sig.bind(*args, **options)
+        except TypeError:
+            if arg is not None:
+                raise ValueError(f"task {name!r} takes no argument after ':'; use the spec {name!r} alone") from None
+            raise ValueError(f"task {name!r} needs an argument: write the spec as '{name}:ARGUMENT' "
+                             f"(e.g. '{name}:data.jsonl')") from None
+    task = builder(*args, **options)
     check_task(task)
     for attr, value in (("spec", spec.strip()), ("task_options", dict(options))):
         if getattr(task, attr, None) is None:
@@ -207,13 +208,13 @@ def _json_safe(value: Any) -> Any:
 
 
 @register_task("arithmetic")
-def _arithmetic(levels=(1, 2, 3, 4), *, puzzles_per_size: int | None = None, seed: int = 0) -> ArithmeticTask:
+def _arithmetic(*, levels=(1, 2, 3, 4), puzzles_per_size: int | None = None, seed: int = 0) -> ArithmeticTask:
     """Integer addition; ``levels`` are the numbers of digits (one distribution each)."""
     return ArithmeticTask(tuple(levels), puzzles_per_size=puzzles_per_size, seed=seed)
 
 
 @register_task("kk")
-def _knights_knaves(levels=(3, 4, 5, 6, 7), *, puzzles_per_size: int = 100, seed: int = 0) -> KnightsKnavesTask:
+def _knights_knaves(*, levels=(3, 4, 5, 6, 7), puzzles_per_size: int = 100, seed: int = 0) -> KnightsKnavesTask:
     """Knights-and-Knaves; ``levels`` are the numbers of people (one distribution each)."""
     return KnightsKnavesTask(tuple(levels), puzzles_per_size=puzzles_per_size, seed=seed)
 

@@ -174,6 +174,10 @@ def test_registry_errors_and_python_placeholder():
         build_task("arithmetic", digits=(1,))
     with pytest.raises(ValueError, match="non-empty str"):
         build_task("")
+    with pytest.raises(ValueError, match="task 'jsonl' needs an argument: write the spec as 'jsonl:ARGUMENT'"):
+        build_task("jsonl")
+    with pytest.raises(ValueError, match="task 'kk' takes no argument after ':'"):
+        build_task("kk:5")
     for bad in ("", "a:b", " x", "python"):
         with pytest.raises(ValueError, match="task name must be"):
             register_task(bad)
