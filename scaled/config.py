@@ -659,8 +659,10 @@ class _BoolAction(argparse.Action):
 class _SequenceAction(argparse.Action):
     """Collects a tuple/list option: values are separate words, or comma-separated for numbers."""
 
-    def __init__(self, option_strings, dest, *, item_types, variadic, sequence_type, optional, split_commas, **kwargs):
+    def __init__(self, option_strings, dest, *, item_types, variadic, sequence_type, optional, split_commas,
+                 item_choices=None, **kwargs):
         self.item_types = item_types
+        self.item_choices = None if item_choices is None else tuple(item_choices)
         self.variadic = variadic
         self.sequence_type = sequence_type
         self.optional = optional
@@ -683,6 +685,8 @@ class _SequenceAction(argparse.Action):
                 out.append(conv(w))
             except argparse.ArgumentTypeError as exc:
                 raise argparse.ArgumentError(self, str(exc)) from None
+            if self.item_choices is not None and out[-1] not in self.item_choices:
+                raise argparse.ArgumentError(self, f"invalid choice: {w!r} (choose from {', '.join(map(str, self.item_choices))})")
         setattr(namespace, self.dest, self.sequence_type(out))
 
 
@@ -787,9 +791,10 @@ def add_dataclass_arguments(
             numeric = all(_strip_optional(a)[0] in (int, float) for a in item_types)
             # "*": a bare --x empties a list a preset or file set; a fixed tuple takes exactly its length
             kwargs["nargs"] = "*" if variadic else ("+" if optional else len(item_types))
-            kwargs["metavar"] = _metavar(item_types[0])
+            fixed = not variadic and not optional
+            kwargs["metavar"] = tuple(_metavar(t) for t in item_types) if fixed else _metavar(item_types[0])
             parser_or_group.add_argument(
-                option, action=_SequenceAction, item_types=item_types, variadic=variadic,
+                option, action=_SequenceAction, item_types=item_types, variadic=variadic, item_choices=meta_choices,
                 sequence_type=tuple if origin is tuple else list, optional=optional, split_commas=numeric, **kwargs,
             )
             continue

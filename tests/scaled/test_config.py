@@ -51,7 +51,7 @@ class Toy:
     mode: Literal["fast", "exact"] = "fast"
     engine: str = field(default="hf", metadata={"choices": ("hf", "vllm"), "help": "sampler"})
     levels: tuple[int, ...] = (3, 4)
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = field(default=(), metadata={"choices": ("x,y", "z", "w")})
     flag: bool = True
     verbose: bool = False
     dual_clip: Optional[float] = None
@@ -163,6 +163,7 @@ def test_hidden_field_has_no_option_but_keeps_its_value(capsys, tmp_path):
         (["--optim.betas", "0.1"], "argument --optim.betas: expected 2 arguments"),
         (["--dual-clip", "big"], "argument --dual-clip: expected float or none, got 'big'"),
         (["--pcpg.kernel", "box"], "argument --pcpg.kernel: invalid choice: 'box'"),
+        (["--tags", "z", "q"], "argument --tags: invalid choice: 'q' (choose from x,y, z, w)"),
         (["--stepz", "3"], "unrecognized arguments: --stepz 3"),
     ],
 )
@@ -260,7 +261,7 @@ def test_help_lists_every_field_exactly_once(capsys):
 
 
 def test_round_trip_through_a_run_record(tmp_path):
-    cfg = Toy(name="r", steps=4, levels=(9,), tags=("a", "b"), flag=False, dual_clip=2.5, max_items=None,
+    cfg = Toy(name="r", steps=4, levels=(9,), tags=("w", "z"), flag=False, dual_clip=2.5, max_items=None,
               out=Path("x/y"), secret="s2", optim=Optim(lr=0.01, betas=(0.1, 0.2)), maybe=Schedule(warmup=2, kind="cosine"))
     groups = {"spo-chain.": SpoChain(threshold=0.7, probability_mask=False), "pcpg.": Pcpg(kernel="gaussian")}
     record = C.config_record(cfg, groups, extra={"task": "jsonl:data/x.jsonl"})
