@@ -95,6 +95,14 @@ def _signature(builder):
         return None
 
 
+def _binds(sig: inspect.Signature, args: tuple, options: dict) -> bool:
+    try:
+        sig.bind(*args, **options)
+    except TypeError:
+        return False
+    return True
+
+
 def accepted_options(spec: str) -> tuple[str, ...] | None:
     """Keyword options the builder of ``spec`` accepts, or None when it accepts any (``**kwargs``)."""
     name, arg = _split(spec)
@@ -146,11 +154,14 @@ def build_task(spec: str, **options) -> PromptTask:
     if sig is not None:
         try:
             sig.bind(*args, **options)
-        except TypeError:
-            if arg is not None:
+        except TypeError as exc:
+            if arg is not None and _binds(sig, (), options):
                 raise ValueError(f"task {name!r} takes no argument after ':'; use the spec {name!r} alone") from None
-            raise ValueError(f"task {name!r} needs an argument: write the spec as '{name}:ARGUMENT' "
-                             f"(e.g. '{name}:data.jsonl')") from None
+            if arg is None and _binds(sig, ("ARGUMENT",), options):
+                raise ValueError(f"task {name!r} needs an argument: write the spec as '{name}:ARGUMENT' "
+                                 f"(e.g. '{name}:data.jsonl')") from None
+            raise ValueError(f"task spec {spec!r} with options {sorted(options)} does not fit the builder "
+                             f"{name}{sig}: {exc}") from None
     task = builder(*args, **options)
     check_task(task)
     for attr, value in (("spec", spec.strip()), ("task_options", dict(options))):

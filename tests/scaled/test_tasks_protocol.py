@@ -159,12 +159,16 @@ def test_user_registered_task_round_trips_through_its_spec():
         assert accepted_options("test-constant") == ("value",)
         with pytest.raises(ValueError, match="already registered"):
             register_task("test-constant")(lambda: None)
+        register_task("test-noarg")(lambda *, x=1: Constant(x))
         with pytest.raises(ValueError, match="takes no argument after ':'"):
-            register_task("test-noarg")(lambda *, x=1: Constant(x))
             build_task("test-noarg:abc")
+        register_task("test-required")(lambda *, x: Constant(x))
+        with pytest.raises(ValueError, match=r"'test-required' with options \[\] does not fit the builder.*'x'"):
+            build_task("test-required")
     finally:
         TASKS.pop("test-constant", None)
         TASKS.pop("test-noarg", None)
+        TASKS.pop("test-required", None)
 
 
 def test_registry_errors_and_python_placeholder():
