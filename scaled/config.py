@@ -804,7 +804,7 @@ def add_dataclass_arguments(
             if optional:
                 choices.append(None)
             kwargs["choices"] = choices
-            kwargs["metavar"] = "{" + ",".join(_show(c) for c in choices) + "}"
+            kwargs["metavar"] = "{" + ",".join("none" if c is None else _show(c) for c in choices) + "}"
         else:
             kwargs["metavar"] = _metavar(tp)
         parser_or_group.add_argument(option, **kwargs)
