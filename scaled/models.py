@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EMBEDDED_MODEL", "LoadedModel", "cache_root", "embedded_model_dir", "load_model", "load_tokenizer"]
+__all__ = ["EMBEDDED_MODEL", "LoadedModel", "ValueModel", "cache_root", "embedded_model_dir", "load_model", "load_tokenizer"]
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-llama"
@@ -172,3 +172,37 @@ def load_model(name: str = EMBEDDED_MODEL, *, dtype: torch.dtype = torch.float32
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source)
+
+
+class ValueModel(torch.nn.Module):
+    """Critic: a copy of a causal LM's network with a scalar head on its last hidden state.
+
+    ``forward(input_ids, attention_mask, prompt_length)`` returns [batch, T + 1]:
+    column ``t < T`` is the value of the state before response token ``t``
+    (read at the position of the token before it), column ``T`` the value
+    after the last position (the bootstrap of truncated responses is picked
+    per row by the caller). Initialised from the given model (Ivison et al. 2024
+    initialise it from the reward model, which verifiable tasks do not have);
+    the head starts at zero. Used by ``advantage="ppo-gae"`` and by Direct
+    Advantage Policy Optimization.
+    """
+
+    def __init__(self, lm):
+        super().__init__()
+        import copy
+
+        self.lm = copy.deepcopy(lm)
+        self.lm.train()
+        hidden = self.lm.config.hidden_size
+        self.head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask, prompt_length: int):
+        from .rollout import position_ids_from_mask
+
+        # the decoder stack alone (its last hidden state, after the final norm): no vocabulary projection needed
+        body = self.lm.get_decoder()
+        out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        h = out.last_hidden_state[:, prompt_length - 1:, :].float()
+        return self.head(h).squeeze(-1)

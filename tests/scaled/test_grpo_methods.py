@@ -10,7 +10,8 @@ import torch
 from polab.estimators.policy_loss import ppo_clip_loss
 from polab.estimators.sample_filters import Injection
 from polab.estimators.spo import cutpoint_mask
-from polab.scaled.trainers.grpo import ADVANTAGE_ESTIMATORS, SAMPLE_FILTERS, GRPOTrainer
+from polab.scaled.methods import ADVANTAGES, SAMPLE_FILTERS
+from polab.scaled.trainers.grpo import GRPOTrainer
 from tests.scaled.grpo_fixtures import DistinctCharsTask, _Reward, tiny_config
 
 
@@ -31,9 +32,12 @@ def changed(tr, before):
     return any(not torch.equal(v, before[k]) for k, v in tr.policy.named_parameters())
 
 
-def test_names_are_selectable():
-    assert {"grpo", "dr_grpo", "rloo", "grpo_batch_std", "spo_chain"} <= set(ADVANTAGE_ESTIMATORS)
-    assert SAMPLE_FILTERS == ("none", "pf_ppo_best_worst", "pf_ppo_best_random", "ssb", "arpo")
+def test_names_are_selectable_in_one_style_with_old_spellings_as_aliases():
+    assert {"grpo", "dr-grpo", "rloo", "grpo-batch-std", "spo-chain", "ppo-gae", "pcpg"} <= set(ADVANTAGES.names())
+    assert SAMPLE_FILTERS.names()[:5] == ("none", "pf-ppo-best-worst", "pf-ppo-best-random", "ssb", "arpo")
+    assert ADVANTAGES.canonical("dr_grpo") == "dr-grpo" and SAMPLE_FILTERS.canonical("pf_ppo_best_worst") == "pf-ppo-best-worst"
+    with pytest.raises(ValueError, match="--advantage: unknown advantage estimator 'grpp'.*did you mean grpo"):
+        ADVANTAGES.get("grpp")
 
 
 def test_spo_chain_step(tmp_path):
@@ -93,7 +97,7 @@ def test_arpo_injects_a_buffered_success_into_an_all_failed_group(tmp_path):
     tr.filter_buffer.buffers = {prompts[0]: [(success, 1.0)]}
     rewards = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
     ids = torch.arange(2).repeat_interleave(4)
-    new, new_r, extra = tr._arpo_inject(3, batch, rewards, ids, prompts)
+    new, new_r, extra = tr.sample_filter.inject(tr, 3, batch, rewards, ids, prompts)
     assert extra["replaced_rows"] == 1.0
     row = int((new_r[:4] == 1.0).nonzero()[0])
     assert new.response_mask.shape[1] == 9 and int(new.response_mask[row].sum()) == 9  # batch widened to the replayed response

@@ -24,7 +24,8 @@ from polab.estimators.preference_losses import PREFERENCE_SCHEMES, scheme_loss
 from polab.estimators.reward_shaping import (edit_distance, order_swap_debias, pcpg_loss, preference_strength,
                                        pseudo_convolution_matrix)
 from polab.scaled.tasks.arithmetic import AdditionProblem, ArithmeticTask
-from polab.scaled.trainers.grpo import ADVANTAGE_ESTIMATORS, GRPOTrainer
+from polab.scaled.methods import ADVANTAGES
+from polab.scaled.trainers.grpo import GRPOTrainer
 from polab.scaled.trainers.preference import TRAINER_SCHEMES, PreferenceTrainer, config_from_preset
 from tests.scaled.grpo_fixtures import tiny_config
 
@@ -118,7 +119,7 @@ def test_pcpg_trainer_loss_has_the_core_pcpg_gradient(pcpg_step):
 
 
 def test_pcpg_config_errors(tmp_path):
-    assert "pcpg" in ADVANTAGE_ESTIMATORS
+    assert "pcpg" in ADVANTAGES
     with pytest.raises(ValueError, match="pcpg_kernel_size must be a positive odd"):
         tiny_config(tmp_path, advantage="pcpg", pcpg_kernel_size=4).validate()
     with pytest.raises(ValueError, match="task='arithmetic'"):

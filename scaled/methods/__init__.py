@@ -1,0 +1,16 @@
+"""Registered methods of the trainers: open registries by family (see :mod:`polab.scaled.methods.registry`).
+
+- :data:`ADVANTAGES` (``advantage``): :mod:`polab.scaled.methods.advantages`;
+- :data:`SAMPLE_FILTERS` (``sample_filter``): :mod:`polab.scaled.methods.sample_filters`;
+- :data:`REWARD_SHAPERS` (``reward_shaper``): :mod:`polab.scaled.methods.reward_shapers`;
+- :data:`PREFERENCE_LOSSES` (``scheme``) and :data:`PAIR_LABELLERS` (``pair_labels``):
+  :mod:`polab.scaled.methods.preference`.
+"""
+
+from .advantages import ADVANTAGES, AdvantageEstimator, AdvantageResult, GroupEstimator
+from .registry import Method, Registry, canonical_name, import_plugins
+from .reward_shapers import REWARD_SHAPERS, RewardShaper
+from .sample_filters import SAMPLE_FILTERS, SampleFilter
+
+__all__ = ["ADVANTAGES", "AdvantageEstimator", "AdvantageResult", "GroupEstimator", "Method", "REWARD_SHAPERS", "Registry",
+           "RewardShaper", "SAMPLE_FILTERS", "SampleFilter", "canonical_name", "import_plugins"]
