@@ -28,7 +28,35 @@ MSTDE (cautionary)     min :math:`\sum_i \Delta M_i^2/\Delta t_i`               
 with :math:`G_i = w_N h(X_N) + \sum_{j\ge i} w_j r_j\Delta t_j` the discounted
 return-to-go (notes ``theory_core.md`` 2.4) and the TD(λ) test function
 
-.. math:: \xi_k = \sum_{i\le k} \lambda^{t_k-t_i}\, w_i\, \partial_\theta V_i\, \Delta t_i ,\qquad \lambda\in[0,1].
+.. math:: \xi_k = \sum_{i\le k} \lambda^{t_k-t_i}\, w_i^{p}\, \partial_\theta V_i\, \Delta t_i ,\qquad \lambda\in[0,1],
+
+where the power :math:`p` is chosen by ``test_weighting`` (every TD(0),
+TD(λ), LSTD, GTD and online-TD function takes it):
+
+==================  =====  ==========================================  =======================================
+``test_weighting``  p      weight on the TD error at :math:`t`          source
+==================  =====  ==========================================  =======================================
+``"paper"``         0      :math:`e^{-\beta t}` (ΔM carries it once)    the paper's form (default)
+``"squared"``       1      :math:`e^{-2\beta t}`                        polab's earlier default; TD(1) = ML
+``"none"``          -1     1 (usual discounted TD(0)/TD(λ))             Sutton & Barto's discounted TD
+==================  =====  ==========================================  =======================================
+
+The paper's form: the martingale orthogonality condition
+:math:`\mathbb E\int_0^T\xi_t\,dM_t = 0` with test function
+:math:`\xi_t = \partial_\theta J^\theta(t, X_t)` (TD(0)) or
+:math:`\int_0^t\lambda^{\cdot}\partial_\theta J^\theta(s, X_s)\,ds` (TD(λ)) and
+:math:`M_t = e^{-\beta t}J^\theta(t,X_t) + \int_0^te^{-\beta s}r\,ds` (the
+discount inside :math:`M`, none in :math:`\xi`), as restated by the same
+authors in "Policy gradient and actor-critic learning in continuous time and
+space", JMLR 23(275), 2022, §3.1 (read through the search tool's code corpus:
+"common choices of the test functions are ξ_t = ∂J^θ/∂θ(t, X_t) or
+ξ_t = ∫_0^t λ^{s−t} ∂J^θ/∂θ(s, X_s) ds"; their displayed equations were not
+decoded in that copy, so :math:`M` is taken from the notes, ``theory_core.md``
+2.3). All three forms solve the same equations when the value is in the
+feature span (they differ by a positive weight on each TD error), but the
+squared form has 2-26x the variance on the OU/LQ problems (notebook 03) and
+its online TD stops learning about :math:`1/(2\beta)` into each path. Only
+the squared form makes the discrete ML exactly TD(λ=1).
 
 Linear value functions :math:`V = o + \phi^\top\theta` (features ``phi``,
 known offset ``o``, e.g. to impose :math:`J(T,\cdot)=h`) have closed forms;
@@ -46,9 +74,10 @@ Departures from the paper (and why)
   :mod:`polab.proofs_checks.martingale_pe_checks`), and the estimators' large-sample
   limit is the value of the Euler chain (:mod:`polab.theory.diffusion_values`).
 - TD(λ) trace: the notes mark the paper's parametrisation of λ as
-  unconfirmed; here λ is the decay per unit time, λ=0 is TD(0) (test
-  function :math:`w_k\partial_\theta V_k\Delta t_k`, TD(0) up to the constant
-  :math:`\Delta t` on a uniform grid) and λ=1 is ML.
+  unconfirmed (the restatement writes :math:`\lambda^{s-t}`); here λ is the
+  decay per unit time, λ=0 is TD(0) (test function
+  :math:`w_k^p\partial_\theta V_k\Delta t_k`, TD(0) up to the constant
+  :math:`\Delta t` on a uniform grid) and λ=1 is ML (exactly with ``"squared"``).
 - Infinite horizon (``terminal_rewards=None``): ML truncates the
   return-to-go at :math:`t_N`, a bias of at most
   :math:`e^{-\beta(t_N - t_i)}\,\mathbb{E}|J(X_N)|` at :math:`t_i`; the MO
@@ -75,6 +104,7 @@ from .checks import as_tensor, check_finite, check_ndim
 from .sde import check_time_grid
 
 __all__ = [
+    "TEST_WEIGHTINGS",
     "PathBatch",
     "discount_weights",
     "returns_to_go",
@@ -106,6 +136,10 @@ __all__ = [
 ]
 
 Weighting = Literal["identity", "inverse_covariance"]
+TestWeighting = Literal["paper", "squared", "none"]
+
+#: ``test_weighting`` -> power p of :math:`w_i = e^{-\beta t_i}` in the test function (module docstring table).
+TEST_WEIGHTINGS = {"paper": 0, "squared": 1, "none": -1}
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +254,21 @@ def _check_lambda(lambda_: float) -> float:
     return lambda_
 
 
+def _test_weight(batch: PathBatch, *, beta: float, test_weighting: str) -> torch.Tensor:
+    """:math:`w_i^p`, shape [paths, time] (p from :data:`TEST_WEIGHTINGS`)."""
+    if test_weighting not in TEST_WEIGHTINGS:
+        raise ValueError(f"test_weighting must be one of {sorted(TEST_WEIGHTINGS)} ('paper': e^(-beta t) on each TD error, "
+                         f"the paper's form; 'squared': e^(-2 beta t); 'none': unweighted); got {test_weighting!r}.")
+    p = TEST_WEIGHTINGS[test_weighting]
+    beta = _check_beta(beta)
+    if p == 0:
+        return torch.ones_like(batch.times)
+    if p < 0 and beta * float(batch.times.max()) > 600.0:
+        raise ValueError(f"test_weighting='none' needs e^(beta t) <= e^600; got beta * max(t) = {beta * float(batch.times.max()):g}. "
+                         "Shift the time origin or shorten the paths.")
+    return torch.exp(-p * beta * batch.times)
+
+
 def _check_values(values, batch: PathBatch, *, name: str = "values") -> torch.Tensor:
     v = as_tensor(values, name=name)
     if tuple(v.shape) != (batch.num_paths, batch.num_times):
@@ -307,10 +356,13 @@ def _decay(batch: PathBatch, lambda_: float, dtype) -> torch.Tensor:
     return torch.pow(torch.as_tensor(lambda_, dtype=dtype, device=dt.device), dt)
 
 
-def eligibility_trace(gradients, batch: PathBatch, *, beta: float, lambda_: float) -> torch.Tensor:
-    r"""TD(λ) test functions :math:`\xi_k = \sum_{i\le k}\lambda^{t_k-t_i} w_i g_i \Delta t_i`.
+def eligibility_trace(gradients, batch: PathBatch, *, beta: float, lambda_: float,
+                      test_weighting: TestWeighting = "paper") -> torch.Tensor:
+    r"""TD(λ) test functions :math:`\xi_k = \sum_{i\le k}\lambda^{t_k-t_i} w_i^p g_i \Delta t_i`.
 
-    Computed by :math:`\xi_k = \lambda^{\Delta t_{k-1}}\xi_{k-1} + w_k g_k\Delta t_k`.
+    Computed by :math:`\xi_k = \lambda^{\Delta t_{k-1}}\xi_{k-1} + w_k^p g_k\Delta t_k`;
+    :math:`p = 0` (``"paper"``, default: the paper's test function, the value
+    gradient), 1 (``"squared"``) or -1 (``"none"``), see the module docstring.
 
     Parameters
     ----------
@@ -320,7 +372,9 @@ def eligibility_trace(gradients, batch: PathBatch, *, beta: float, lambda_: floa
     batch : PathBatch
     beta : float, >= 0
     lambda_ : float in [0, 1]
-        Decay per unit time; 0 gives TD(0), 1 the martingale-loss test function.
+        Decay per unit time; 0 gives TD(0), 1 the martingale-loss test
+        function (exactly for ``test_weighting="squared"``).
+    test_weighting : {"paper", "squared", "none"}
 
     Returns
     -------
@@ -333,7 +387,7 @@ def eligibility_trace(gradients, batch: PathBatch, *, beta: float, lambda_: floa
     if g.shape[0] != n or g.shape[1] not in (T, T - 1):
         raise ValueError(f"gradients must have shape [paths, time or time-1, k] with paths={n}, time={T}; got {tuple(g.shape)}.")
     g = g[:, : T - 1]
-    w = discount_weights(batch, beta=beta).to(g.dtype)
+    w = _test_weight(batch, beta=beta, test_weighting=test_weighting).to(g.dtype)
     inc = (w[:, :-1] * batch.dt.to(g.dtype))[:, :, None] * g
     if lambda_ == 1.0:
         return torch.cumsum(inc, dim=1)
@@ -362,12 +416,13 @@ def _discounted_future_sum(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor
     return out.T
 
 
-def td_lambda_surrogate(values, batch: PathBatch, *, beta: float, lambda_: float) -> torch.Tensor:
+def td_lambda_surrogate(values, batch: PathBatch, *, beta: float, lambda_: float,
+                        test_weighting: TestWeighting = "paper") -> torch.Tensor:
     r"""A scalar whose gradient is minus the offline TD(λ) direction :math:`\frac1n\sum_p\sum_k\xi_k\Delta M_k`.
 
     .. math::
 
-        S(\theta) = -\frac1n\sum_p\sum_{i<N} w_i V^\theta_i\Delta t_i\,
+        S(\theta) = -\frac1n\sum_p\sum_{i<N} w_i^p V^\theta_i\Delta t_i\,
                     \mathrm{sg}\Big[\sum_{k\ge i}\lambda^{t_k-t_i}\Delta M_k\Big],
 
     with :math:`\mathrm{sg}` a stop-gradient; exchanging the sums shows
@@ -383,13 +438,15 @@ def td_lambda_surrogate(values, batch: PathBatch, *, beta: float, lambda_: float
     batch : PathBatch
     beta : float, >= 0
     lambda_ : float in [0, 1]
+    test_weighting : {"paper", "squared", "none"}
+        Power :math:`p` of :math:`w_i` (module docstring); ``"paper"`` is the paper's form.
     """
     lambda_ = _check_lambda(lambda_)
     v = _check_values(values, batch)
     with torch.no_grad():
         dm = martingale_increments(v.detach(), batch, beta=beta)
         u = dm if lambda_ == 0.0 else _discounted_future_sum(dm, _decay(batch, lambda_, dm.dtype))
-    w = discount_weights(batch, beta=beta).to(v.dtype)
+    w = _test_weight(batch, beta=beta, test_weighting=test_weighting).to(v.dtype)
     return -(w[:, :-1] * v[:, :-1] * batch.dt * u).sum(dim=1).mean()
 
 
@@ -482,7 +539,7 @@ def _linear_inputs(features, batch: PathBatch, offset):
     return phi, o
 
 
-def _per_path_pieces(features, batch, *, beta, method, lambda_, offset, test_functions):
+def _per_path_pieces(features, batch, *, beta, method, lambda_, offset, test_functions, test_weighting="paper"):
     """Per-path c_p [n, kt], C_p [n, kt, k], K_p [n, kt, kt]."""
     beta = _check_beta(beta)
     phi, o = _linear_inputs(features, batch, offset)
@@ -510,7 +567,7 @@ def _per_path_pieces(features, batch, *, beta, method, lambda_, offset, test_fun
     if method != "mo":
         raise ValueError(f"method must be 'mo', 'ml' or 'mstde'; got {method!r}.")
     if test_functions is None:
-        xi = eligibility_trace(phi, batch, beta=beta, lambda_=lambda_)
+        xi = eligibility_trace(phi, batch, beta=beta, lambda_=lambda_, test_weighting=test_weighting)
     else:
         xi = as_tensor(test_functions, name="test_functions").to(dtype=phi.dtype, device=phi.device)
         check_ndim(xi, 3, name="test_functions", layout="[paths, time-1, k_test]")
@@ -524,7 +581,8 @@ def _per_path_pieces(features, batch, *, beta, method, lambda_, offset, test_fun
 
 
 def linear_moments(features, batch: PathBatch, *, beta: float, method: Literal["mo", "ml", "mstde"] = "mo",
-                   lambda_: float = 0.0, offset=None, test_functions=None, covariance: bool = True) -> LinearMoments:
+                   lambda_: float = 0.0, offset=None, test_functions=None, covariance: bool = True,
+                   test_weighting: TestWeighting = "paper") -> LinearMoments:
     r"""Moments of the linear estimating equation of ``method`` over the paths of ``batch``.
 
     For :math:`V = o + \phi^\top\theta`, :math:`\Delta M_i = a_i - d_i^\top\theta` with
@@ -553,13 +611,16 @@ def linear_moments(features, batch: PathBatch, *, beta: float, method: Literal["
     covariance : bool
         Also accumulate the second moments for :func:`solve_linear`'s sandwich
         covariance (cost :math:`O(n k_{test}^2 k^2)`).
+    test_weighting : {"paper", "squared", "none"}
+        Weight of the TD(λ) trace (``"mo"`` without ``test_functions``);
+        ``"paper"`` (default) is the paper's form, see the module docstring.
 
     Returns
     -------
     LinearMoments
     """
     c, C, K = _per_path_pieces(features, batch, beta=beta, method=method, lambda_=lambda_, offset=offset,
-                               test_functions=test_functions)
+                               test_functions=test_functions, test_weighting=test_weighting)
     cc = cC = CC = None
     if covariance:
         cc = torch.einsum("pa,pb->ab", c, c)
@@ -624,20 +685,23 @@ def ml_linear(features, batch: PathBatch, *, beta: float, offset=None, covarianc
 
 
 def lstd(features, batch: PathBatch, *, beta: float, lambda_: float = 0.0, offset=None, test_functions=None,
-         covariance: bool = True) -> LinearFit:
+         covariance: bool = True, test_weighting: TestWeighting = "paper") -> LinearFit:
     r"""LSTD(λ): solve the martingale orthogonality conditions :math:`\sum_{p,i}\xi_i\Delta M_i(\theta)=0` exactly.
 
     .. math:: \hat\theta = \Big[\sum_{p,i}\xi_i d_i^\top\Big]^{-1}\sum_{p,i}\xi_i a_i
 
-    with :math:`\xi` the TD(λ) trace of the features (or ``test_functions``
-    with ``k_test == k``). Shapes: ``features`` [paths, time, k] -> ``theta`` [k].
+    with :math:`\xi` the TD(λ) trace of the features weighted by ``test_weighting``
+    (default ``"paper"``: the paper's test function; module docstring) or
+    ``test_functions`` with ``k_test == k``. Shapes: ``features`` [paths, time, k] -> ``theta`` [k].
     """
     return solve_linear(linear_moments(features, batch, beta=beta, method="mo", lambda_=lambda_, offset=offset,
-                                       test_functions=test_functions, covariance=covariance))
+                                       test_functions=test_functions, covariance=covariance,
+                                       test_weighting=test_weighting))
 
 
 def gtd_linear(features, batch: PathBatch, *, beta: float, weighting: Weighting = "identity", lambda_: float = 0.0,
-               offset=None, test_functions=None, covariance: bool = True) -> LinearFit:
+               offset=None, test_functions=None, covariance: bool = True,
+               test_weighting: TestWeighting = "paper") -> LinearFit:
     r"""Minimiser of the GTD objective :math:`g(\theta)^\top A g(\theta)`, :math:`g = \frac1n\sum_{p,i}\xi_i\Delta M_i(\theta)`.
 
     Closed form :math:`(\bar C^\top A\bar C)^{-1}\bar C^\top A\bar c`; :math:`A=I`
@@ -648,7 +712,8 @@ def gtd_linear(features, batch: PathBatch, *, beta: float, weighting: Weighting 
     stochastic two-timescale solver is :func:`gtd_online`.
     """
     return solve_linear(linear_moments(features, batch, beta=beta, method="mo", lambda_=lambda_, offset=offset,
-                                       test_functions=test_functions, covariance=covariance), weighting=weighting)
+                                       test_functions=test_functions, covariance=covariance,
+                                       test_weighting=test_weighting), weighting=weighting)
 
 
 def mstde_linear(features, batch: PathBatch, *, beta: float, offset=None, covariance: bool = True) -> LinearFit:
@@ -664,18 +729,20 @@ def mstde_linear(features, batch: PathBatch, *, beta: float, offset=None, covari
 # stochastic-approximation solvers (linear)
 # ---------------------------------------------------------------------------
 def td_lambda_offline(features, batch: PathBatch, *, beta: float, lambda_: float, step_size: float, num_sweeps: int,
-                      offset=None, theta0=None) -> torch.Tensor:
+                      offset=None, theta0=None, test_weighting: TestWeighting = "paper") -> torch.Tensor:
     r"""Offline TD(λ): iterate the batch update :math:`\theta \leftarrow \theta + \alpha(\bar c - \bar C\theta)`.
 
     :math:`\bar c - \bar C\theta = \frac1n\sum_{p,k}\xi_k\Delta M_k(\theta)` is the
     expected TD(λ) update over all paths; the iteration converges to the
     LSTD(λ) solution when :math:`\alpha` is below :math:`2\,\mathrm{Re}\,\mu/|\mu|^2`
-    for every eigenvalue :math:`\mu` of :math:`\bar C`.
+    for every eigenvalue :math:`\mu` of :math:`\bar C`. ``test_weighting`` as in
+    :func:`linear_moments` (default ``"paper"``, the paper's form).
     Shapes: ``features`` [paths, time, k] -> ``theta`` [k].
     """
     if not step_size > 0 or int(num_sweeps) < 0:
         raise ValueError(f"need step_size > 0 and num_sweeps >= 0; got {step_size}, {num_sweeps}.")
-    m = linear_moments(features, batch, beta=beta, method="mo", lambda_=lambda_, offset=offset, covariance=False)
+    m = linear_moments(features, batch, beta=beta, method="mo", lambda_=lambda_, offset=offset, covariance=False,
+                       test_weighting=test_weighting)
     return td_lambda_offline_from_moments(m, step_size=step_size, num_sweeps=num_sweeps, theta0=theta0)
 
 
@@ -778,18 +845,22 @@ def _batches(n: int, size: int, generator, device):
 
 
 def td_lambda_online(features, batch: PathBatch, *, beta: float, lambda_: float, step_size: float, paths_per_update: int = 1,
-                     num_epochs: int = 1, offset=None, theta0=None, generator: torch.Generator | None = None) -> OnlineFit:
+                     num_epochs: int = 1, offset=None, theta0=None, generator: torch.Generator | None = None,
+                     test_weighting: TestWeighting = "paper") -> OnlineFit:
     r"""Online TD(λ): update at every time step while the paths unfold.
 
     Paths are processed in groups of ``paths_per_update`` running in
     parallel (like vectorised environments); at step :math:`k` of a group
 
-    .. math:: e_k = \lambda^{\Delta t_{k-1}} e_{k-1} + w_k\phi_k\Delta t_k,\qquad
+    .. math:: e_k = \lambda^{\Delta t_{k-1}} e_{k-1} + w_k^p\phi_k\Delta t_k,\qquad
               \theta \leftarrow \theta + \frac{\alpha}{|B|}\sum_{p\in B}\frac{e_{k,p}\,\Delta M_{k,p}(\theta)}{\Delta t_{k,p}},
 
     the Euler scheme of :math:`d\theta = \alpha\,\xi_t\,dM^\theta_t` per unit
-    time (for λ=0, :math:`\theta \mathrel{+}= \alpha w_k\phi_k\Delta M_k`).
-    On a uniform grid its mean fixed point is the LSTD(λ) solution.
+    time (for λ=0, :math:`\theta \mathrel{+}= \alpha w_k^p\phi_k\Delta M_k`).
+    On a uniform grid its mean fixed point is the LSTD(λ) solution of the
+    same ``test_weighting``. With ``"squared"`` the effective step decays
+    like :math:`e^{-2\beta t}`, so learning stops about :math:`1/(2\beta)`
+    into each path; the paper's form (default) decays like :math:`e^{-\beta t}`.
 
     Parameters
     ----------
@@ -807,9 +878,12 @@ def td_lambda_online(features, batch: PathBatch, *, beta: float, lambda_: float,
     theta0 : Tensor [k], optional (zeros)
     generator : torch.Generator, optional
         Shuffles the order of the paths in each epoch (natural order if None).
+    test_weighting : {"paper", "squared", "none"}
+        Power :math:`p` (module docstring); ``"paper"`` is the paper's form.
     """
     lambda_ = _check_lambda(lambda_)
     beta = _check_beta(beta)
+    wp = _test_weight(batch, beta=beta, test_weighting=test_weighting)
     if not step_size > 0 or int(paths_per_update) < 1:
         raise ValueError(f"need step_size > 0 and paths_per_update >= 1; got {step_size}, {paths_per_update}.")
     phi, o = _linear_inputs(features, batch, offset)
@@ -818,7 +892,7 @@ def td_lambda_online(features, batch: PathBatch, *, beta: float, lambda_: float,
     a = (w * o)[:, 1:] - (w * o)[:, :-1] + w[:, :-1] * batch.rewards * dt
     wphi = w[:, :, None] * phi
     d = wphi[:, :-1] - wphi[:, 1:]
-    inc = wphi[:, :-1] * dt[:, :, None]
+    inc = (wp[:, :-1] * dt)[:, :, None] * phi[:, :-1]
     decay = _decay(batch, lambda_, phi.dtype)
     k = phi.shape[2]
     theta = torch.zeros(k, dtype=phi.dtype, device=phi.device) if theta0 is None else as_tensor(theta0, name="theta0").to(phi)
@@ -901,7 +975,7 @@ def gtd_update(state: GTDState, c, C, K, *, weighting: Weighting, step_size: flo
 
 def gtd_online(features, batch: PathBatch, *, beta: float, weighting: Weighting, step_size: float, aux_step_size: float,
                paths_per_update: int = 1, num_epochs: int = 1, lambda_: float = 0.0, offset=None, test_functions=None,
-               generator: torch.Generator | None = None) -> OnlineFit:
+               generator: torch.Generator | None = None, test_weighting: TestWeighting = "paper") -> OnlineFit:
     r"""Two-timescale GTD over paths (one :func:`gtd_update` per group of paths), Polyak-averaged over the second half.
 
     Each group contributes the means of its per-path :math:`c_p, C_p, K_p`
@@ -913,7 +987,7 @@ def gtd_online(features, batch: PathBatch, *, beta: float, weighting: Weighting,
         raise ValueError(f"need step_size > 0, aux_step_size > 0 and paths_per_update >= 1; got {step_size}, "
                          f"{aux_step_size}, {paths_per_update}.")
     c, C, K = _per_path_pieces(features, batch, beta=beta, method="mo", lambda_=lambda_, offset=offset,
-                               test_functions=test_functions)
+                               test_functions=test_functions, test_weighting=test_weighting)
     state = gtd_init(C.shape[2], C.shape[1], dtype=C.dtype, device=C.device)
     groups = [idx for _ in range(int(num_epochs)) for idx in _batches(batch.num_paths, int(paths_per_update), generator, C.device)]
     start = len(groups) // 2
@@ -943,7 +1017,7 @@ class FitHistory:
 def fit_value_function(value_fn: torch.nn.Module, batch: PathBatch, *, beta: float,
                        method: Literal["ml", "td", "mstde"], lambda_: float = 0.0, num_steps: int = 500,
                        learning_rate: float = 1e-2, paths_per_step: int | None = None,
-                       generator: torch.Generator | None = None) -> FitHistory:
+                       generator: torch.Generator | None = None, test_weighting: TestWeighting = "paper") -> FitHistory:
     r"""Fit a torch-module value function in place by Adam on one of the objectives.
 
     ``"ml"``: :func:`martingale_loss` (gradient ML); ``"td"``: the
@@ -965,6 +1039,7 @@ def fit_value_function(value_fn: torch.nn.Module, batch: PathBatch, *, beta: flo
     learning_rate : float
     paths_per_step : int, optional
     generator : torch.Generator, optional (CPU generator; needed with ``paths_per_step``)
+    test_weighting : {"paper", "squared", "none"} (``"td"`` only; module docstring)
 
     Returns
     -------
@@ -991,7 +1066,7 @@ def fit_value_function(value_fn: torch.nn.Module, batch: PathBatch, *, beta: flo
         elif method == "mstde":
             obj = mean_square_td_error(v, sub, beta=beta)
         else:
-            obj = td_lambda_surrogate(v, sub, beta=beta, lambda_=lambda_)
+            obj = td_lambda_surrogate(v, sub, beta=beta, lambda_=lambda_, test_weighting=test_weighting)
         opt.zero_grad(set_to_none=True)
         obj.backward()
         opt.step()

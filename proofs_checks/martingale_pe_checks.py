@@ -25,6 +25,11 @@ prints a report):
     (theory: -1/2) within derived margins.
 (f) :func:`check_td_lambda_interpolation`: with misspecified features
     TD(λ) moves from the TD(0) solution (λ=0) to the ML solution (λ=1).
+(h) :func:`check_test_weightings`: LSTD(0) with the three TD test weightings
+    (the paper's :math:`e^{-\beta t}`, the squared :math:`e^{-2\beta t}`, none)
+    on OU and LQ, where the value is in the feature span: all three agree with
+    the Euler-chain value within Monte Carlo error, and their spreads over
+    independent replications show the variance difference.
 
 References
 ----------
@@ -109,6 +114,8 @@ __all__ = [
     "ModuleFitCheck",
     "check_module_fit",
     "fit_loglog_slope",
+    "TestWeightingCheck",
+    "check_test_weightings",
     "main",
 ]
 
@@ -429,7 +436,7 @@ def check_identities(*, seed: int = 0) -> IdentityCheck:
     b, phi, off = sim.batch, sim.features, sim.offset
     beta = 0.7  # discounting exercised (the closed form is not used here, only algebra)
     ml = ml_linear(phi, b, beta=beta, offset=off).theta
-    td1 = lstd(phi, b, beta=beta, lambda_=1.0, offset=off).theta
+    td1 = lstd(phi, b, beta=beta, lambda_=1.0, offset=off, test_weighting="squared").theta  # ML = TD(1) needs e^(-2 beta t)
     e_ml = _rel(td1, ml)
     theta = torch.tensor([0.3, -0.2], dtype=torch.float64)
     grads = {}
@@ -981,6 +988,95 @@ def check_module_fit(*, num_paths: int = 4000, num_steps: int = 25, seed: int = 
 
 
 # ---------------------------------------------------------------------------
+# ---------------------------------------------------------------------------
+# (h) TD test weightings: same limit in the feature span, different variance
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TestWeightingCheck:
+    r"""LSTD(0) under the three test weightings over independent replications (item (h)).
+
+    Attributes
+    ----------
+    problems : tuple of str
+    weightings : tuple of str
+        ``("paper", "squared", "none")``.
+    mean : dict[(problem, weighting)] -> ndarray [k]
+        Mean estimate over the replications.
+    std : dict[(problem, weighting)] -> ndarray [k]
+        Standard deviation over the replications (one replication = ``num_paths`` paths).
+    theta_euler : dict[problem] -> ndarray [k]
+        Euler-chain value at the simulated mesh (exact large-sample limit of every weighting).
+    variance_ratio : dict[(problem, weighting)] -> ndarray [k]
+        ``std**2`` divided by that of ``"paper"``.
+    estimates : dict[(problem, weighting)] -> ndarray [replications, k]
+        Every replication's estimate (paired across weightings: same paths).
+    max_abs_z : float
+        Largest :math:`|\bar\theta - \theta_{Euler}|/(s/\sqrt{R})` over problems, weightings, coordinates.
+    z : float
+        Bonferroni two-sided critical value at ``alpha`` over all those comparisons.
+    replications, num_paths, num_steps : int
+    alpha : float
+    passed : bool
+        ``max_abs_z <= z``.
+    """
+
+    __test__ = False  # not a pytest class despite the name
+
+    problems: tuple
+    weightings: tuple
+    mean: dict
+    std: dict
+    theta_euler: dict
+    variance_ratio: dict
+    estimates: dict
+    max_abs_z: float
+    z: float
+    replications: int
+    num_paths: int
+    num_steps: int
+    alpha: float
+    passed: bool
+
+
+def check_test_weightings(problems=("ou", "lq"), *, replications: int = 40, num_paths: int = 200, num_steps: int = 80,
+                          alpha: float = 0.01, seed: int = 11) -> TestWeightingCheck:
+    r"""LSTD(0) with each test weighting, replicated (item (h)); reference: the Euler-chain value (derived).
+
+    Each replication simulates ``num_paths`` fresh paths; the three weightings
+    are applied to the same paths (so their difference is the weighting's,
+    not the sample's). The mean over replications is compared with the
+    Euler-chain value with a t-free z tolerance (``replications`` >= 30; the
+    LSTD ratio bias is :math:`O(1/\text{paths})`, far below the tolerance).
+    """
+    weightings = ("paper", "squared", "none")
+    per = {}
+    theta_e = {}
+    for pi, name in enumerate(problems):
+        prob = make_problem(name)
+        dt = prob.horizon / num_steps
+        theta_e[name] = np.asarray(prob.theta_euler(dt), dtype=float)
+        gen = torch.Generator().manual_seed(seed * 1000 + pi)
+        est = {w: [] for w in weightings}
+        for _ in range(int(replications)):
+            sim = simulate(prob, num_paths=num_paths, num_steps=num_steps, generator=gen)
+            for w in weightings:
+                f = lstd(sim.features, sim.batch, beta=prob.beta, offset=sim.offset, covariance=False, test_weighting=w)
+                est[w].append(f.theta.numpy())
+        for w in weightings:
+            per[(name, w)] = np.asarray(est[w])
+    total = sum(len(theta_e[p]) for p in problems) * len(weightings)
+    z = float(norm.ppf(1 - alpha / (2 * total)))
+    mean = {k: v.mean(0) for k, v in per.items()}
+    std = {k: v.std(0, ddof=1) for k, v in per.items()}
+    ratio = {(p, w): std[(p, w)] ** 2 / std[(p, "paper")] ** 2 for p in problems for w in weightings}
+    zs = [np.max(np.abs(mean[(p, w)] - theta_e[p]) / (std[(p, w)] / math.sqrt(replications)))
+          for p in problems for w in weightings]
+    mz = float(max(zs))
+    return TestWeightingCheck(problems=tuple(problems), weightings=weightings, mean=mean, std=std, theta_euler=theta_e,
+                              variance_ratio=ratio, estimates=per, max_abs_z=mz, z=z, replications=int(replications),
+                              num_paths=int(num_paths), num_steps=int(num_steps), alpha=alpha, passed=bool(mz <= z))
+
+
 def main() -> int:
     torch.set_num_threads(1)
     s = derive_symbolically()
@@ -1004,7 +1100,12 @@ def main() -> int:
     print(f"(f) TD(lambda): passed={ic.passed}; theta(lambda) {np.round(ic.theta, 4)}; TD(0) {ic.theta_td0:.4f} ML {ic.theta_ml:.4f}")
     mf = check_module_fit()
     print(f"(g) module fit: passed={mf.passed}; ML {mf.theta_ml:.4f} TD {mf.theta_td:.4f} Euler {mf.theta_euler:.4f} true {mf.theta_true:.4f}")
-    return 0 if all(x.passed for x in (s, i, r, m, ic, mf)) else 1
+    tw = check_test_weightings()
+    print(f"(h) test weightings: passed={tw.passed}; max|z| {tw.max_abs_z:.2f} (z={tw.z:.2f})")
+    for (p, w), ratio in tw.variance_ratio.items():
+        print(f"    {p:4s} {w:8s} mean {np.round(tw.mean[(p, w)], 4)} (Euler {np.round(tw.theta_euler[p], 4)}) "
+              f"variance / paper's {np.round(ratio, 2)}")
+    return 0 if all(x.passed for x in (s, i, r, m, ic, mf, tw)) else 1
 
 
 if __name__ == "__main__":

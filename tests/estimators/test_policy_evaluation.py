@@ -85,7 +85,10 @@ def _loop_increments(v, b, beta):
     return out
 
 
-def _loop_trace(gr, b, beta, lam):
+POWER = {"paper": 0, "squared": 1, "none": -1}  # power of e^(-beta t_i) in the test function (module docstring)
+
+
+def _loop_trace(gr, b, beta, lam, weighting="paper"):
     n, T = b.num_paths, b.num_times
     out = torch.zeros((n, T - 1, gr.shape[2]), dtype=torch.float64)
     for p in range(n):
@@ -94,7 +97,7 @@ def _loop_trace(gr, b, beta, lam):
                 ti, tk = float(b.times[p, i]), float(b.times[p, k])
                 dt = float(b.times[p, i + 1] - b.times[p, i])
                 decay = 1.0 if i == k else (lam ** (tk - ti) if lam > 0 else 0.0)
-                out[p, k] += decay * math.exp(-beta * ti) * dt * gr[p, i]
+                out[p, k] += decay * math.exp(-POWER[weighting] * beta * ti) * dt * gr[p, i]
     return out
 
 
@@ -118,10 +121,14 @@ def test_increments_and_returns_against_loops(finite):
     torch.testing.assert_close(martingale_increments(v, b, beta=beta).sum(1), total, **F64)
 
 
+@pytest.mark.parametrize("weighting", ["paper", "squared", "none"])
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
-def test_eligibility_trace_against_loop(lam):
+def test_eligibility_trace_against_loop(lam, weighting):
     b, phi = _nonuniform_batch(n=4, T=8, per_path_grid=True)
-    torch.testing.assert_close(eligibility_trace(phi, b, beta=0.4, lambda_=lam), _loop_trace(phi, b, 0.4, lam), **F64)
+    torch.testing.assert_close(eligibility_trace(phi, b, beta=0.4, lambda_=lam, test_weighting=weighting),
+                               _loop_trace(phi, b, 0.4, lam, weighting), **F64)
+    if weighting == "paper":  # the default is the paper's form
+        torch.testing.assert_close(eligibility_trace(phi, b, beta=0.4, lambda_=lam), _loop_trace(phi, b, 0.4, lam), **F64)
     # a gradient tensor without the last time point gives the same trace
     torch.testing.assert_close(eligibility_trace(phi[:, :-1], b, beta=0.4, lambda_=lam),
                                eligibility_trace(phi, b, beta=0.4, lambda_=lam), **F64)
@@ -132,12 +139,15 @@ def test_eligibility_trace_against_loop(lam):
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("beta", [0.0, 0.9])
 def test_td1_equals_ml_on_a_finite_horizon(beta):
+    # exact only for the squared test weighting: ML's normal equations weight each residual by e^(-2 beta t)
     b, phi = _nonuniform_batch(n=50, T=15, per_path_grid=True)
     ml = ml_linear(phi, b, beta=beta).theta
-    torch.testing.assert_close(lstd(phi, b, beta=beta, lambda_=1.0).theta, ml, **F64)
+    torch.testing.assert_close(lstd(phi, b, beta=beta, lambda_=1.0, test_weighting="squared").theta, ml, **F64)
+    if beta > 0:  # the paper's form weights the return-to-go residual by e^(-beta t) instead: a different estimator
+        assert float((lstd(phi, b, beta=beta, lambda_=1.0).theta - ml).abs().max()) > 1e-6
     # TD(1) as a torch module: the surrogate's gradient equals the ML gradient at any theta
     theta = torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64, requires_grad=True)
-    g1, = torch.autograd.grad(td_lambda_surrogate(phi @ theta, b, beta=beta, lambda_=1.0), theta)
+    g1, = torch.autograd.grad(td_lambda_surrogate(phi @ theta, b, beta=beta, lambda_=1.0, test_weighting="squared"), theta)
     g2, = torch.autograd.grad(martingale_loss(phi @ theta, b, beta=beta), theta)
     torch.testing.assert_close(g1, g2, **F64)
 
@@ -191,13 +201,14 @@ def test_ml_and_mstde_closed_forms_minimise_their_losses():
         assert float(g.abs().max()) <= 1e-10 * float(loss(phi @ th, b, beta=0.5).detach().abs() + 1)
 
 
-def test_surrogate_gradient_is_the_linear_td_lambda_direction():
+@pytest.mark.parametrize("weighting", ["paper", "squared", "none"])
+def test_surrogate_gradient_is_the_linear_td_lambda_direction(weighting):
     b, phi = _nonuniform_batch(n=30, T=10, finite=False, per_path_grid=True)
     theta = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
     for lam in (0.0, 0.6):
-        m = linear_moments(phi, b, beta=0.7, lambda_=lam, covariance=False)
+        m = linear_moments(phi, b, beta=0.7, lambda_=lam, covariance=False, test_weighting=weighting)
         th = theta.clone().requires_grad_(True)
-        g, = torch.autograd.grad(td_lambda_surrogate(phi @ th, b, beta=0.7, lambda_=lam), th)
+        g, = torch.autograd.grad(td_lambda_surrogate(phi @ th, b, beta=0.7, lambda_=lam, test_weighting=weighting), th)
         torch.testing.assert_close(g, -(m.c - m.C @ theta) / m.num_paths, **F64)
 
 
@@ -243,7 +254,7 @@ def test_sandwich_covariance_against_a_per_path_loop():
 # ---------------------------------------------------------------------------
 # online solvers
 # ---------------------------------------------------------------------------
-def _loop_online_td(phi, b, beta, lam, alpha, group):
+def _loop_online_td(phi, b, beta, lam, alpha, group, weighting="paper"):
     """Slow reference of td_lambda_online: one path group at a time, step by step."""
     n, T, k = phi.shape
     theta = torch.zeros(k, dtype=torch.float64)
@@ -256,7 +267,7 @@ def _loop_online_td(phi, b, beta, lam, alpha, group):
             for p in idx:
                 ti, dt = float(b.times[p, i]), float(b.dt[p, i])
                 decay = (lam ** float(b.dt[p, i - 1]) if lam > 0 else 0.0) if i > 0 else 0.0
-                e[p] = decay * e[p] + math.exp(-beta * ti) * phi[p, i] * dt
+                e[p] = decay * e[p] + math.exp(-POWER[weighting] * beta * ti) * phi[p, i] * dt
                 vi = float(phi[p, i] @ theta)
                 vj = float(b.terminal_rewards[p]) if (b.finite_horizon and i + 1 == T - 1) else float(phi[p, i + 1] @ theta)
                 dm = math.exp(-beta * float(b.times[p, i + 1])) * vj - math.exp(-beta * ti) * vi + \
@@ -266,11 +277,12 @@ def _loop_online_td(phi, b, beta, lam, alpha, group):
     return theta
 
 
+@pytest.mark.parametrize("weighting", ["paper", "squared", "none"])
 @pytest.mark.parametrize("finite", [True, False])
-def test_online_td_against_a_loop(finite):
+def test_online_td_against_a_loop(finite, weighting):
     b, phi = _nonuniform_batch(n=6, T=6, finite=finite, per_path_grid=True)
-    r = td_lambda_online(phi, b, beta=0.5, lambda_=0.5, step_size=0.3, paths_per_update=4)
-    torch.testing.assert_close(r.theta, _loop_online_td(phi, b, 0.5, 0.5, 0.3, 4), **F64)
+    r = td_lambda_online(phi, b, beta=0.5, lambda_=0.5, step_size=0.3, paths_per_update=4, test_weighting=weighting)
+    torch.testing.assert_close(r.theta, _loop_online_td(phi, b, 0.5, 0.5, 0.3, 4, weighting), **F64)
     assert r.num_updates == 2 * 5
 
 
@@ -425,3 +437,25 @@ def test_solver_hyperparameter_errors():
     with pytest.raises(ValueError, match="weighting"):
         gtd_update(gtd_init(3, 3), torch.zeros(3), torch.zeros(3, 3), torch.eye(3), weighting="bogus",
                    step_size=0.1, aux_step_size=0.1)
+
+
+@pytest.mark.parametrize("weighting", ["paper", "squared", "none"])
+def test_every_test_weighting_recovers_a_value_in_the_feature_span_exactly(weighting):
+    # Reference (derived): the noiseless Euler chain x_{i+1} = (1 - kappa dt) x_i with reward rate x^2 has the value
+    # c x^2, c = dt / (1 - e^{-beta dt} (1 - kappa dt)^2): its TD errors vanish on every step of every path, so every
+    # weighting of the orthogonality conditions (and the online and offline TD iterations) returns c exactly.
+    kappa, beta, dt, T = 1.0, 0.8, 0.05, 40
+    times = torch.arange(T + 1, dtype=torch.float64) * dt
+    x0 = torch.linspace(-2.0, 2.0, 7, dtype=torch.float64)
+    X = x0[:, None] * (1 - kappa * dt) ** torch.arange(T + 1, dtype=torch.float64)
+    b = PathBatch(states=X[..., None], times=times, rewards=X[:, :-1] ** 2)
+    phi = (X**2)[..., None]
+    c = dt / (1 - math.exp(-beta * dt) * (1 - kappa * dt) ** 2)
+    for lam in (0.0, 0.5):
+        th = lstd(phi, b, beta=beta, lambda_=lam, test_weighting=weighting).theta
+        torch.testing.assert_close(th, torch.tensor([c], dtype=torch.float64), **F64)
+    r = td_lambda_online(phi, b, beta=beta, lambda_=0.0, step_size=0.5, num_epochs=200, test_weighting=weighting,
+                         theta0=torch.tensor([c], dtype=torch.float64))
+    torch.testing.assert_close(r.theta, torch.tensor([c], dtype=torch.float64), **F64)  # a fixed point of every weighting
+    with pytest.raises(ValueError, match="test_weighting"):
+        lstd(phi, b, beta=beta, test_weighting="double")

@@ -9,7 +9,9 @@ the seeds are fixed so the run is deterministic):
   margin z_(0.995) times the slope's sampling sd;
 - TD(lambda) endpoints: z-tests of the derived limits 2/3 and 5/4 at 0.01 (Bonferroni over 2);
 - module fit: z-tests at 0.01 (Bonferroni over 2).
-Total below 0.06.
+- test weightings (h): agreement z-test at 0.01 (Bonferroni inside the check) and Pitman-Morgan
+  variance tests at 0.01 (Bonferroni over 12).
+Total below 0.08.
 """
 
 import math
@@ -111,3 +113,26 @@ def test_nonlinear_module_fit():
 def test_unknown_problem_is_rejected():
     with pytest.raises(ValueError, match="unknown problem"):
         make_problem("heston")
+
+
+def test_three_td_test_weightings_agree_in_the_feature_span_and_differ_in_variance():
+    # (h) Reference: the Euler-chain value (theory.diffusion_values, derived) is the exact limit of LSTD(0) under
+    # every positive weighting of the TD errors when the value is in the feature span (OU x^2 + 1, LQ quadratic).
+    # Agreement: Bonferroni z over 2 problems x 3 weightings x coordinates at alpha 0.01 (inside the check).
+    # Variance: Pitman-Morgan test of equal variances for paired samples (same paths under each weighting),
+    # one-sided, alpha 0.01 split over the 2 x 6 coordinates x weightings compared (added to the file budget).
+    from scipy import stats
+
+    from polab.proofs_checks.martingale_pe_checks import check_test_weightings
+
+    tw = check_test_weightings(replications=40, num_paths=200, num_steps=80)
+    assert tw.passed, (tw.max_abs_z, tw.z)
+    level = 0.01 / 12
+    for p in tw.problems:
+        paper = tw.estimates[(p, "paper")]
+        for w, sign in (("squared", 1.0), ("none", -1.0)):  # squared: larger variance; none (this horizon): smaller
+            x = tw.estimates[(p, w)]
+            for j in range(x.shape[1]):
+                r = stats.pearsonr(x[:, j] + paper[:, j], x[:, j] - paper[:, j])[0]
+                t = sign * r * math.sqrt(len(x) - 2) / math.sqrt(1 - r * r)
+                assert stats.t.sf(t, len(x) - 2) < level, (p, w, j, tw.variance_ratio[(p, w)][j])
