@@ -38,13 +38,29 @@ It is computed per trajectory with three autograd passes:
 :math:`c_i = \nabla\log p_i^\top v` by the double-backward trick, then one
 backward of :math:`\nabla\bar\Phi^\top v + \mathrm{mean}_i(\mathrm{sg}(c_i)\Phi_i)`.
 
-Departure from the authors' code: ``STORMHess_optimizer.py``
-(``aabkn/Stochastic-Policy-Gradient-Methods`` @ c4e9b7a) multiplies the
-gradient of the *batch* surrogate by the inner product of :math:`v` with the
-gradient of the *batch* log-probability loss, a product of two batch
-aggregates; its expectation differs from :math:`\nabla^2J v` by a covariance
-term when the Hessian batch has more than one trajectory. Here the product
-is taken per trajectory and then averaged, which is unbiased for any batch size.
+Departure from the authors' code, and their form as an option
+(``form="batch-product"``): ``torch/optimizers/STORMHess_optimizer.py`` and
+``torch/algos/STORMHess.py`` (``aabkn/Stochastic-Policy-Gradient-Methods``
+@ 08f8b5cc061db66a724a671441675f213bc11c13) multiply the gradient of the
+*batch* surrogate by the inner product of :math:`v` with the gradient of the
+*batch* log-probability loss, a product of two batch aggregates,
+
+.. math:: u_{bp} = \nabla^2\bar\Phi\,v + c\,\nabla\bar\Phi\,(\nabla\bar\ell^\top v),
+          \qquad \bar\Phi = \mathrm{mean}_i\Phi_i,\ \bar\ell = \mathrm{mean}_i\log p_i ;
+
+its expectation differs from :math:`\nabla^2J v` by :math:`c` times a
+covariance term (and, for :math:`c\ne1`, by :math:`(c-1)` times the score
+term) when the Hessian batch has more than one trajectory, and its variance is
+lower. In the authors' code the loss is garage's ``-mean`` over all *steps*
+of :math:`\ell\cdot A` and the log-probability term is the gradient of
+``-mean`` over steps of :math:`\ell` added with a ``+`` sign
+(``hvp + jac * <grad(log_probs_loss), v>``), which at the scale of
+:math:`\nabla\bar\Phi` is :math:`c = -1/\bar T` with :math:`\bar T` the mean
+number of steps per trajectory: the score term enters with the opposite sign
+of the unbiased estimator and shrunk by :math:`\bar T` (our reading of their
+code; derivation in :func:`hessian_vector_estimate`). The default here
+(``form="per-trajectory"``) takes the product per trajectory and then
+averages, which is unbiased for any batch size.
 
 Leading dimensions. Per-trajectory tensors have shape [batch]. To run
 independent problems in one call (e.g. seeds, each with its own disjoint
@@ -258,8 +274,14 @@ def hessian_vector_estimate(
     vector: Params,
     *,
     reduction: Literal["mean", "sum"] = "mean",
+    form: Literal["per-trajectory", "batch-product"] = "per-trajectory",
+    product_scale: float = 1.0,
 ):
     r"""HARPG's estimate of :math:`\nabla^2J(\theta)v`: :math:`\mathrm{mean}_i[\nabla^2\Phi_i v + \nabla\Phi_i(\nabla\log p_i^\top v)]`.
+
+    With ``form="batch-product"`` (opt-in; biased, lower variance):
+    :math:`\nabla^2\bar\Phi v + c\,\nabla\bar\Phi(\nabla\bar\ell^\top v)` with
+    :math:`c` = ``product_scale`` (see the module docstring).
 
     Parameters
     ----------
@@ -274,6 +296,21 @@ def hessian_vector_estimate(
     vector : same structure as ``params``
         :math:`v` (for HARPG, :math:`\theta_t - \theta_{t-1}`).
     reduction : {"mean", "sum"}
+        ``"sum"`` is for the per-trajectory form only (it would mix the
+        problems of a flattened multi-problem batch in the batch product).
+    form : {"per-trajectory", "batch-product"}
+    product_scale : float
+        :math:`c` of the batch-product form. 1 keeps the unbiased
+        estimator's sign and scale (biased only through the covariance of the
+        two batch means); the authors' STORMHess code corresponds to
+        :math:`c = -1/\bar T`, :math:`\bar T` the mean number of steps per
+        trajectory of the Hessian batch: their loss is :math:`L = -\bar\Phi/\bar T`
+        (garage's mean over steps) and they add ``jac * <grad(-mean_steps log pi), v>``
+        to :math:`\nabla^2 L\,v`, i.e. :math:`-\nabla^2\bar\Phi v/\bar T +
+        \nabla\bar\Phi(\nabla\bar\ell^\top v)/\bar T^2`; negating (the buffer holds
+        loss gradients) and multiplying by :math:`\bar T` (the scale of
+        :math:`\nabla\bar\Phi`) gives :math:`c=-1/\bar T`. Ignored by the
+        per-trajectory form.
 
     Returns
     -------
@@ -286,6 +323,12 @@ def hessian_vector_estimate(
     number of parameters; the graphs of ``surrogate`` and ``log_prob`` are
     consumed.
     """
+    if form not in ("per-trajectory", "batch-product"):
+        raise ValueError(f"form must be 'per-trajectory' (unbiased) or 'batch-product' (the authors'); got {form!r}.")
+    if form == "batch-product" and reduction != "mean":
+        raise ValueError("form='batch-product' needs reduction='mean' (a sum would mix the problems of a flattened batch).")
+    if not (isinstance(product_scale, (int, float)) and abs(product_scale) < float("inf")):
+        raise ValueError(f"product_scale must be a finite number; got {product_scale!r}.")
     _check_per_trajectory(surrogate, "surrogate")
     _check_per_trajectory(log_prob, "log_prob")
     if surrogate.shape != log_prob.shape:
@@ -298,6 +341,15 @@ def hessian_vector_estimate(
             f"for params {[tuple(p.shape) for p in ps]}."
         )
     vs = [v.detach().to(p.device, p.dtype) for v, p in zip(vs, ps)]
+    if form == "batch-product":
+        # grad(mean log p) . v as one scalar, then one backward of grad(mean Phi) . v + sg(scalar) * mean Phi
+        lbar_grad = _grads(log_prob.mean(), ps, retain_graph=True)
+        scalar = sum((a.detach() * v).sum() for a, v in zip(lbar_grad, vs))
+        phibar = surrogate.mean()
+        g_phi = _grads(phibar, ps, create_graph=True, retain_graph=True)
+        inner = sum((g * v).sum() for g, v in zip(g_phi, vs)) + float(product_scale) * scalar * phibar
+        out = [h.detach() for h in _grads(inner, ps)]
+        return out[0] if single else out
     # c_i = grad log p_i . v  (double-backward trick: d/du [ (J^T u) . v ] = J v)
     u = torch.zeros_like(log_prob, requires_grad=True)
     jt_u = _grads(log_prob, ps, grad_outputs=u, create_graph=True, retain_graph=True)

@@ -17,7 +17,18 @@ Each iteration :math:`t` (schedules :math:`\gamma_t,\eta_t` from
 - ``momentum_pg``: :math:`d_t = (1-\eta_t)d_{t-1} + \eta_t g_t`, normalised step.
 - ``npg_igt`` (``theory_core.md`` 4.3): :math:`g_t` at the look-ahead point
   :math:`\tilde\theta_t = \theta_t + \frac{1-\eta_t}{\eta_t}(\theta_t-\theta_{t-1})`,
-  :math:`d_t = (1-\eta_t)d_{t-1} + \eta_t g_t`, normalised step.
+  :math:`d_t = (1-\eta_t)d_{t-1} + \eta_t g_t`, normalised step. With
+  ``PGMethod(igt_lookahead="eta_prev")`` the look-ahead uses
+  :math:`\eta_{t-1}` instead, as the authors' code does
+  (``torch/optimizers/NIGT_optimizer.py`` of aabkn/Stochastic-Policy-Gradient-Methods
+  @ 08f8b5c: ``update_model_to_line_point`` runs before ``step`` updates
+  :math:`\eta`, and uses no extrapolation on the first iteration). The
+  default :math:`\eta_t` is the one for which the transport is exact: if
+  :math:`\nabla J` is affine and :math:`d_{t-1} = \nabla J(\theta_{t-1})`, then
+  :math:`(1-\eta_t)d_{t-1} + \eta_t\nabla J(\tilde\theta_t) = \nabla J(\theta_t)`
+  only when the look-ahead and the average use the same :math:`\eta_t`
+  (tested to 1e-12); with :math:`\eta_{t-1}` it is off by
+  :math:`(\eta_t/\eta_{t-1} - 1)\nabla^2J\,(\theta_t-\theta_{t-1})`.
 - ``harpg`` / ``n_harpg`` (``theory_core.md`` 4.4): :math:`g_t` at
   :math:`\theta_t`; :math:`u_t\approx\nabla^2J(\hat\theta_t)v_t` at
   :math:`\hat\theta_t = q_t\theta_t + (1-q_t)\theta_{t-1}`, :math:`q_t\sim U[0,1]`,
@@ -35,6 +46,13 @@ On the first iteration :math:`d_0 = g_0` for every method (:math:`\eta_0 = 1`
 with the default :math:`\eta_0`; the look-ahead point is :math:`\theta_0`; no
 Hessian batch is needed). A zero direction gives no step (the normalised
 step :math:`0/\|0\|` is taken as 0).
+
+Sign: the estimates are of :math:`\nabla J` and the updates ascend
+(``maximize=True``, the default of :func:`pg_update` and
+:class:`PolicyGradientOptimizer`, which differs from torch's optimizers);
+``maximize=False`` takes gradients of a loss and descends, as torch's
+optimizers do by default. The schedule's :math:`\eta_t` is
+:attr:`PGSchedule.gradient_weight`, the weight of the *new* gradient.
 
 Shapes: parameters are flat vectors ``[dim]`` or ``[problems, dim]``; the
 leading dimension holds independent problems (e.g. seeds) updated in one
@@ -88,6 +106,9 @@ class PGMethod:
         :math:`\\gamma_0` (default 0.1, the authors' README example).
     momentum0 : float in (0, 1]
         :math:`\\eta_0`.
+    igt_lookahead : {"eta_t", "eta_prev"}
+        ``npg_igt`` only: extrapolate with :math:`\\eta_t` (default, exact
+        transport on quadratics) or with :math:`\\eta_{t-1}` (the authors' code).
     hessian_clip : float > 0 or None
         (N)-HARPG safeguard, off by default (None, the paper's algorithm).
         With a value :math:`L`, the Hessian-vector estimate is shrunk to
@@ -106,8 +127,13 @@ class PGMethod:
     step_size0: float = DEFAULT_STEP_SIZE0
     momentum0: float = 1.0
     hessian_clip: float | None = None
+    igt_lookahead: str = "eta_t"
 
     def __post_init__(self):
+        if self.igt_lookahead not in ("eta_t", "eta_prev"):
+            raise ValueError(f"igt_lookahead must be 'eta_t' (exact IGT transport) or 'eta_prev' (the authors' code); got {self.igt_lookahead!r}.")
+        if self.igt_lookahead != "eta_t" and self.name != "npg_igt":
+            raise ValueError(f"igt_lookahead applies to npg_igt only; got it for {self.name!r}.")
         if self.hessian_clip is not None:
             if self.name not in ("harpg", "n_harpg"):
                 raise ValueError(f"hessian_clip applies to harpg and n_harpg only; got it for {self.name!r} (leave it None).")
@@ -224,7 +250,8 @@ def pg_query(state: PGState, method, *, generator: torch.Generator | None = None
     sch = m.schedule(state.step)
     th, prev = state.params, state.prev_params
     if m.direction == "igt" and state.step > 0:
-        look = th + ((1.0 - sch.momentum) / sch.momentum) * (th - prev)
+        eta = sch.gradient_weight if m.igt_lookahead == "eta_t" else m.schedule(state.step - 1).gradient_weight
+        look = th + ((1.0 - eta) / eta) * (th - prev)
         return QueryPoints(look, None, None, None, sch)
     if m.direction == "recursive" and state.step > 0:
         if not isinstance(generator, torch.Generator):
@@ -240,7 +267,8 @@ def _normalize(d: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, d / torch.where(n > 0, n, torch.ones_like(n)), torch.zeros_like(d))
 
 
-def pg_update(state: PGState, method, gradient: torch.Tensor, *, hessian_vector: torch.Tensor | None = None) -> PGState:
+def pg_update(state: PGState, method, gradient: torch.Tensor, *, hessian_vector: torch.Tensor | None = None,
+              maximize: bool = True) -> PGState:
     """One update; returns the new state (the input state is not modified).
 
     Parameters
@@ -252,11 +280,22 @@ def pg_update(state: PGState, method, gradient: torch.Tensor, *, hessian_vector:
     hessian_vector : Tensor, shape of ``state.params``
         (N)-HARPG for ``step >= 1``: the estimate of :math:`\\nabla^2J\\,v_t`
         at ``hessian_point``. Must be None for the other methods.
+    maximize : bool
+        True (default): ``gradient`` estimates :math:`\nabla J` and the step
+        ascends. False: ``gradient`` (and ``hessian_vector``) are of a loss
+        :math:`-J` and the step descends (torch's convention); the state's
+        ``direction`` is then kept as the ascent direction on :math:`-\text{loss}`.
     """
     m = _method(method)
+    if not isinstance(maximize, bool):
+        raise ValueError(f"maximize must be True (ascent on J) or False (descent on a loss); got {maximize!r}.")
     g = _check_vector(gradient, state.params, name="gradient")
+    if not maximize:
+        g = -g
+        if hessian_vector is not None:
+            hessian_vector = -hessian_vector
     sch = m.schedule(state.step)
-    eta = sch.momentum
+    eta = sch.gradient_weight
     if m.direction == "recursive":
         if state.step > 0:
             if hessian_vector is None:
@@ -300,12 +339,19 @@ class PolicyGradientOptimizer:
     ----------
     params : iterable of Parameter
     method : PGMethod or str
+    maximize : bool
+        True (default, this class's behaviour so far): ``step`` takes estimates
+        of :math:`\nabla J` and ascends. False: gradients of a loss, descent
+        (torch's default). Pass it explicitly.
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], method):
+    def __init__(self, params: Iterable[torch.nn.Parameter], method, *, maximize: bool = True):
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: pass policy.parameters().")
+        if not isinstance(maximize, bool):
+            raise ValueError(f"maximize must be True (ascent on J) or False (descent on a loss); got {maximize!r}.")
+        self.maximize = maximize
         self.method = _method(method)
         self.state = pg_init(parameters_to_vector(self.params).detach())
 
@@ -336,13 +382,14 @@ class PolicyGradientOptimizer:
     def step(self, gradient, hessian_vector=None) -> None:
         g = self.flatten(gradient)
         u = None if hessian_vector is None else self.flatten(hessian_vector)
-        self.state = pg_update(self.state, self.method, g, hessian_vector=u)
+        self.state = pg_update(self.state, self.method, g, hessian_vector=u, maximize=self.maximize)
         self.load(self.state.params)
 
     def state_dict(self) -> dict:
-        return {"method": dataclasses.asdict(self.method), "state": self.state.state_dict()}
+        return {"method": dataclasses.asdict(self.method), "maximize": self.maximize, "state": self.state.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
         self.method = PGMethod(**d["method"])
+        self.maximize = bool(d.get("maximize", True))
         self.state = PGState.from_state_dict(d["state"])
         self.load(self.state.params)

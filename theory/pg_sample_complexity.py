@@ -177,14 +177,27 @@ class PGSchedule:
         The iteration counter :math:`t` (0 on the first update).
     step_size : float
         :math:`\\gamma_t`.
-    momentum : float
-        :math:`\\eta_t\\in[0,1]`, the weight of the new gradient; 1 for methods
-        without momentum (:math:`d_t = g_t`).
+    gradient_weight : float
+        :math:`\\eta_t\\in[0,1]`, the weight of the **new** gradient in
+        :math:`d_t = (1-\\eta_t)d_{t-1} + \\eta_t g_t`; 1 for methods without
+        momentum (:math:`d_t = g_t`). This is the opposite of torch's
+        ``momentum`` (the weight of the old direction, :math:`1-\\eta_t`); the
+        field was called ``momentum`` before and that name remains as a
+        deprecated read-only alias.
     """
 
     step: int
     step_size: float
-    momentum: float
+    gradient_weight: float
+
+    @property
+    def momentum(self) -> float:
+        """Deprecated alias of :attr:`gradient_weight` (the weight of the new gradient, not torch's momentum)."""
+        import warnings
+
+        warnings.warn("PGSchedule.momentum is deprecated: it is the weight of the NEW gradient (eta_t); "
+                      "use PGSchedule.gradient_weight.", DeprecationWarning, stacklevel=2)
+        return self.gradient_weight
 
 
 def _check_method(method: str) -> None:

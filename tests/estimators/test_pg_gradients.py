@@ -189,6 +189,53 @@ def test_hessian_vector_estimate_is_per_trajectory_mean_not_product_of_batch_mea
     assert (batch_product - u).abs().max().item() > 1e-3
 
 
+@pytest.mark.parametrize("c", [1.0, -0.5])
+def test_batch_product_form_matches_its_loop_reference_and_its_exact_bias(c):
+    # u_bp = Hess(mean Phi) v + c grad(mean Phi) (grad(mean log p) . v), from 2x2 Hessians formed by autograd.
+    v = torch.tensor([0.8, -0.25], dtype=torch.float64)
+    w = estimator_weights("gpomdp")
+
+    def fresh():
+        th = THETA.clone().requires_grad_(True)
+        lp = two_step_log_probs(th)
+        return th, lp
+
+    def phibar(x, rows):
+        return (w[rows] * two_step_log_probs(x)[rows]).sum(1).mean()
+
+    def lbar(x, rows):
+        return two_step_log_probs(x)[rows].sum(1).mean()
+
+    def loop_bp(rows):
+        H = torch.autograd.functional.hessian(lambda x: phibar(x, rows), THETA)
+        gphi = torch.autograd.functional.jacobian(lambda x: phibar(x, rows), THETA)
+        glp = torch.autograd.functional.jacobian(lambda x: lbar(x, rows), THETA)
+        return H @ v + c * gphi * (glp @ v)
+
+    pairs = list(itertools.product(range(4), repeat=2))
+    bp = {}
+    for rows in pairs:
+        th, lp = fresh()
+        idx = list(rows)
+        bp[rows] = hessian_vector_estimate(trajectory_surrogate(lp[idx], w[idx]), trajectory_log_prob(lp[idx]), th, v,
+                                           form="batch-product", product_scale=c)
+    for rows in [(0, 1), (2, 2), (3, 0)]:
+        torch.testing.assert_close(bp[rows], loop_bp(list(rows)), **F64)
+    # exact expectation over batches of two independent trajectories: biased unless c = 1 and the batch has one row
+    prob = two_step_log_probs(THETA).sum(1).exp()
+    mean_bp = sum(prob[i] * prob[j] * bp[(i, j)] for i, j in pairs)
+    H = torch.autograd.functional.hessian(exact_objective, THETA)
+    bias = (mean_bp - H @ v).abs().max().item()
+    assert bias > 1e-3
+    # with one trajectory and c = 1 it is the per-trajectory (unbiased) estimate
+    th, lp = fresh()
+    one = hessian_vector_estimate(trajectory_surrogate(lp[:1], w[:1]), trajectory_log_prob(lp[:1]), th, v, form="batch-product")
+    torch.testing.assert_close(one, per_trajectory_hvp_reference(THETA, w, v)[0], **F64)
+    with pytest.raises(ValueError, match="needs reduction='mean'"):
+        th, lp = fresh()
+        hessian_vector_estimate(trajectory_surrogate(lp, w), trajectory_log_prob(lp), th, v, form="batch-product", reduction="sum")
+
+
 def test_list_parameters_and_float32_follow_inputs():
     lin = torch.nn.Linear(3, 2)  # float32 parameters, a list of two tensors
     x = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]])

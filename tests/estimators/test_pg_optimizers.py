@@ -125,6 +125,52 @@ def test_plain_momentum_lags_on_the_same_quadratic():
     assert max(err) > 1e-2
 
 
+def test_authors_igt_lookahead_uses_the_previous_eta_and_its_transport_error():
+    # eta_prev (aabkn/Stochastic-Policy-Gradient-Methods NIGT_optimizer.py): look-ahead with eta_{t-1}.
+    m_prev = PGMethod("npg_igt", igt_lookahead="eta_prev")
+    th0, g0 = vec(1.0, -1.0), vec(0.6, 0.8)
+    s1 = pg_update(pg_init(th0), m_prev, g0)
+    # t = 1: eta_0 = 1 -> (1 - 1)/1 = 0: no extrapolation
+    torch.testing.assert_close(pg_query(s1, m_prev).gradient_point, s1.params, **F64)
+    s2 = pg_update(s1, m_prev, vec(0.0, 1.0))
+    eta1 = (2 / 3) ** 0.8  # eta_{t-1} at t = 2
+    torch.testing.assert_close(pg_query(s2, m_prev).gradient_point, s2.params + (1 - eta1) / eta1 * (s2.params - s1.params), **F64)
+    # on the quadratic the transport error e_t = d_t - grad(theta_t) obeys (derived in pg_optimizers' docstring)
+    # e_t = (1 - eta_t) e_{t-1} + (eta_t/eta_{t-1} - 1) H (theta_t - theta_{t-1}), e_0 = 0; it is not zero
+    state = pg_init(vec(3.0, 3.0))
+    e = torch.zeros(2, dtype=torch.float64)
+    for t in range(12):
+        q = pg_query(state, m_prev)
+        nxt = pg_update(state, m_prev, quad_grad(q.gradient_point))
+        if t >= 1:
+            eta_t, eta_p = m_prev.schedule(t).gradient_weight, m_prev.schedule(t - 1).gradient_weight
+            e = (1 - eta_t) * e + (eta_t / eta_p - 1) * (state.params - state.prev_params) @ HQ.T
+        torch.testing.assert_close(nxt.direction, quad_grad(state.params) + e, **F64)
+        state = nxt
+    assert e.norm().item() > 1e-4
+    with pytest.raises(ValueError, match="igt_lookahead"):
+        PGMethod("npg_igt", igt_lookahead="eta_next")
+    with pytest.raises(ValueError, match="npg_igt only"):
+        PGMethod("n_harpg", igt_lookahead="eta_prev")
+
+
+@pytest.mark.parametrize("name", ["npg_igt", "harpg", "momentum_pg"])
+def test_maximize_false_descends_on_the_loss_exactly_like_ascent_on_its_negative(name):
+    # loss(theta) = -J(theta) with J the concave quadratic: gradients of the loss with maximize=False must give
+    # the same iterates as gradients of J with maximize=True.
+    up = down = pg_init(vec(3.0, 3.0))
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(8):
+        qa, qb = pg_query(up, name, generator=gen_a), pg_query(down, name, generator=gen_b)
+        ua = None if qa.hessian_point is None else qa.displacement @ HQ.T
+        ub = None if qb.hessian_point is None else -(qb.displacement @ HQ.T)
+        up = pg_update(up, name, quad_grad(qa.gradient_point), hessian_vector=ua, maximize=True)
+        down = pg_update(down, name, -quad_grad(qb.gradient_point), hessian_vector=ub, maximize=False)
+        torch.testing.assert_close(down.params, up.params, **F64)
+    with pytest.raises(ValueError, match="maximize must be"):
+        pg_update(up, name, vec(1.0, 0.0), maximize="yes")
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_converges_with_exact_gradients(name):
     # deterministic ascent on the concave quadratic from distance 5.4: step scales chosen so that
@@ -239,7 +285,7 @@ def test_hessian_clip_shrinks_only_large_hessian_vector_estimates_per_problem():
         radius = 10.0 * torch.linalg.vector_norm(v, dim=-1)  # L |v_t|, per problem
         assert radius[0] < 30.0 < 1e3 and radius[1] > 0.5  # row 0 is clipped, row 1 is not
         pg_query(s1, clip, generator=gen)
-        eta = clip.schedule(1).momentum
+        eta = clip.schedule(1).gradient_weight
         u_clip = u.clone()
         u_clip[0] = u[0] * radius[0] / 30.0
         want = (1 - eta) * (s1.direction + u_clip) + eta * g1

@@ -22,14 +22,14 @@ from polab.theory.pg_sample_complexity import METHOD_INFO, METHODS, gradient_dom
 def test_schedules_match_hand_values(method, t, gamma, eta):
     s = pg_schedule(method, t, step_size0=0.1, momentum0=1.0)
     assert s.step_size == pytest.approx(gamma, rel=1e-12)
-    assert s.momentum == pytest.approx(eta, rel=1e-12)
+    assert s.gradient_weight == pytest.approx(eta, rel=1e-12)
 
 
 def test_momentum_is_a_convex_weight_and_first_step_uses_the_gradient():
     for m in METHODS:
         for t in range(50):
-            assert 0.0 <= pg_schedule(m, t).momentum <= 1.0
-        assert pg_schedule(m, 0).momentum == 1.0  # d_0 = g_0
+            assert 0.0 <= pg_schedule(m, t).gradient_weight <= 1.0
+        assert pg_schedule(m, 0).gradient_weight == 1.0  # d_0 = g_0
 
 
 def test_exponents_and_batches():
@@ -50,3 +50,11 @@ def test_invalid_inputs_name_the_argument():
         pg_schedule("npg_igt", 0, momentum0=2.0)
     with pytest.raises(ValueError, match="step"):
         pg_schedule("npg_igt", -1)
+
+
+def test_schedule_momentum_is_a_deprecated_alias_of_gradient_weight():
+    s = pg_schedule("npg_igt", 3)
+    with pytest.warns(DeprecationWarning, match="gradient_weight"):
+        assert s.momentum == s.gradient_weight
+    # eta_t = (2/5)^0.8 at t = 3: the weight of the NEW gradient (torch's momentum would be 1 - eta_t)
+    assert s.gradient_weight == pytest.approx((2 / 5) ** 0.8, rel=1e-12)
