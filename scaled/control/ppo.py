@@ -5,7 +5,13 @@ generalised advantage estimation, value regression and an entropy bonus
 (Schulman et al. 2017; GAE: Schulman et al. 2016), with the usual
 implementation details of the 37-details blog post (orthogonal init,
 advantage normalisation per minibatch, gradient clipping, linear learning
-rate decay). The policy sees noisy observations during training, as the
+rate decay). The formulas are the core's, called unchanged:
+:func:`polab.estimators.gae.generalized_advantage_estimation` (a rollout
+``[T, N]`` is passed as ``N`` rows of ``T`` steps; an episode end sets that
+step's discount to 0), :func:`polab.estimators.policy_loss.ppo_clip_loss` and
+:func:`polab.estimators.gae.clipped_value_loss` (unclipped; a minibatch of
+transitions is passed as a ``[minibatch, 1]`` batch, token-mean aggregation
+= the mean over the minibatch). The policy sees noisy observations during training, as the
 paper trains its base policies under the smoothing noise: every
 sub-environment draws its noise scale from ``train_sigmas`` at each episode
 start.
@@ -30,10 +36,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from polab.estimators.gae import clipped_value_loss, generalized_advantage_estimation
+from polab.estimators.policy_loss import ppo_clip_loss
+
 from .envs import EnvSpec, make_vector_env, mountaincar_energy
 from .policies import SmoothedPolicy, make_actor_critic
 
-__all__ = ["PPOConfig", "train_ppo"]
+__all__ = ["PPOConfig", "train_ppo", "rollout_advantages", "ppo_minibatch_loss"]
 
 
 @dataclass
@@ -66,8 +75,79 @@ def _potential(spec: EnvSpec, frames: np.ndarray) -> np.ndarray:
     return spec.potential_scale * mountaincar_energy(frames)
 
 
+def rollout_advantages(rewards, values, dones, valid, next_value, *, gamma: float, lambda_: float):
+    r"""GAE advantages and value targets of one rollout, by the core's :func:`generalized_advantage_estimation`.
+
+    The rollout's ``N`` sub-environments are the core's rows and its ``T`` steps the time axis. An
+    episode end at step :math:`t` sets :math:`\gamma_t = 0` (no bootstrap across episodes); the
+    autoreset transitions (``valid = 0``) are skipped; after the last step the recursion bootstraps
+    with ``next_value``. So for valid steps
+
+    .. math:: \delta_t = r_t + \gamma (1-d_t) V_{t+1} - V_t,\qquad \hat A_t = \delta_t + \gamma\lambda (1-d_t) \hat A_{t+1}.
+
+    Parameters
+    ----------
+    rewards, values, dones, valid : Tensor, shape [T, N]
+        Per-step rewards, critic values, episode-end flags (0/1) and validity flags (0/1).
+    next_value : Tensor, shape [N]
+        Critic value of the state after the last step.
+    gamma, lambda_ : float in [0, 1]
+
+    Returns
+    -------
+    advantages, returns : Tensor, shape [T, N]
+        Zero where ``valid`` is 0.
+    """
+    est = generalized_advantage_estimation(rewards.T, values.T, valid.T, gamma=gamma * (1.0 - dones.T),
+                                           lambda_=lambda_, bootstrap_values=next_value)
+    return est.advantages.T, est.returns.T
+
+
+def ppo_minibatch_loss(net: nn.Module, x, actions, old_logp, advantages, returns, *, clip: float, value_coef: float,
+                       entropy_coef: float):
+    r"""The PPO loss of one minibatch of transitions: core clipped surrogate + value regression - entropy bonus.
+
+    .. math:: L = L^{clip}(\rho, \tilde A) + c_v\,\tfrac12\overline{(V - R)^2} - c_e\,\overline{H[\pi]},
+
+    with :math:`\tilde A` the advantages normalised over the minibatch, ``(A - mean) / (std + 1e-8)``
+    (Bessel-corrected std), as CleanRL's ``ppo.py`` does (``norm_adv``, vwxyzjn/cleanrl v1.0.0).
+    :math:`L^{clip}` is :func:`polab.estimators.policy_loss.ppo_clip_loss` and the value term
+    :func:`polab.estimators.gae.clipped_value_loss` (``clip_range=None``), each on the minibatch
+    as a ``[B, 1]`` batch (token-mean = mean over the minibatch).
+
+    Parameters
+    ----------
+    net : nn.Module
+        Has ``logits(x)`` -> [B, actions] and ``value(x)`` -> [B].
+    x : Tensor, shape [B, ...]
+        Network inputs (frame stacks).
+    actions : Tensor, shape [B], integer
+    old_logp, advantages, returns : Tensor, shape [B]
+        Rollout-time log-probabilities, GAE advantages (unnormalised), value targets.
+    clip, value_coef, entropy_coef : float
+
+    Returns
+    -------
+    loss : Tensor, scalar
+        What to backpropagate.
+    policy : PolicyLoss
+        The core's result (``clip_fraction``, ``ppo_kl``, ...).
+    """
+    dist = torch.distributions.Categorical(logits=net.logits(x))
+    A = advantages
+    A = (A - A.mean()) / (A.std() + 1e-8) if A.numel() > 1 else A
+    ones = torch.ones(A.shape[0], 1, dtype=A.dtype, device=A.device)
+    pl = ppo_clip_loss(dist.log_prob(actions)[:, None], old_logp[:, None], A[:, None], ones, clip_low=clip)
+    vl = clipped_value_loss(net.value(x)[:, None], returns[:, None], returns[:, None], ones, clip_range=None)
+    return pl.loss + value_coef * vl.loss - entropy_coef * dist.entropy().mean(), pl
+
+
 def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[nn.Module, list[dict]]:
-    """Train an actor-critic for ``spec``; returns (network, per-update statistics)."""
+    """Train an actor-critic for ``spec``; returns (network, per-update statistics).
+
+    Each statistics row has ``update``, ``steps``, ``mean_return`` (last 20 episodes), ``episodes``, and the
+    minibatch means of the core loss's ``clip_fraction`` and ``ppo_kl`` (mean of old minus new log-probability).
+    """
     torch.manual_seed(cfg.seed)  # network initialisation (the one seeding block of this trainer)
     dev = torch.device(cfg.device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
@@ -129,37 +209,27 @@ def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[
             frames_np = new_frames
         with torch.no_grad():
             next_v = net.value(pol.stack)
-        adv = torch.zeros(T, N, device=dev)
-        gae = torch.zeros(N, device=dev)
-        for t in reversed(range(T)):
-            nv = vals[t + 1] if t + 1 < T else next_v
-            nonterm = 1.0 - dones[t]
-            delta = rews[t] + cfg.gamma * nv * nonterm - vals[t]
-            gae = delta + cfg.gamma * cfg.lambda_ * nonterm * gae
-            adv[t] = gae
-        ret = adv + vals
+        adv, ret = rollout_advantages(rews, vals, dones, valid, next_v, gamma=cfg.gamma, lambda_=cfg.lambda_)
         idx = torch.nonzero(valid.reshape(-1)).squeeze(1)
         bx, ba, blp, badv, bret = (z.reshape((T * N,) + z.shape[2:])[idx] for z in (xs, acts, logps, adv, ret))
         mb = max(1, idx.numel() // cfg.minibatches)
+        clip_fracs, kls = [], []
         for _ in range(cfg.epochs):
             perm = torch.randperm(idx.numel(), generator=cpu_gen).to(dev)
             for s in range(0, idx.numel(), mb):
                 j = perm[s:s + mb]
-                logits = net.logits(bx[j])
-                dist = torch.distributions.Categorical(logits=logits)
-                ratio = torch.exp(dist.log_prob(ba[j]) - blp[j])
-                A = badv[j]
-                A = (A - A.mean()) / (A.std() + 1e-8) if A.numel() > 1 else A
-                pg = -torch.min(ratio * A, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * A).mean()
-                vloss = 0.5 * ((net.value(bx[j]) - bret[j]) ** 2).mean()
-                loss = pg + cfg.value_coef * vloss - cfg.entropy_coef * dist.entropy().mean()
+                loss, pl = ppo_minibatch_loss(net, bx[j], ba[j], blp[j], badv[j], bret[j], clip=cfg.clip,
+                                              value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef)
                 opt.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
                 opt.step()
+                clip_fracs.append(pl.clip_fraction)
+                kls.append(pl.ppo_kl)
         recent = ep_returns[-20:]
         stats.append({"update": update, "steps": (update + 1) * N * T,
-                      "mean_return": float(np.mean(recent)) if recent else float("nan"), "episodes": len(ep_returns)})
+                      "mean_return": float(np.mean(recent)) if recent else float("nan"), "episodes": len(ep_returns),
+                      "clip_fraction": float(np.mean(clip_fracs)), "ppo_kl": float(np.mean(kls))})
     env.close()
     net.eval()
     return net.cpu(), stats

@@ -64,16 +64,14 @@ from ..control.envs import ENV_SPECS, require_ale
 from ..control.policies import make_actor_critic
 from ..control.ppo import PPOConfig, train_ppo
 from ..control.rollout import run_episodes
-from ..run_folder import RunLogger, read_metrics
+from ..logger import MetricLogger, read_metrics
 
 __all__ = ["SmoothingCertifyConfig", "run", "main"]
 
-ENV_IDS = {name: i for i, name in enumerate(ENV_SPECS)}
-METHOD_IDS = {"dkw": 0, "clopper-pearson": 1}
-ATTACK_IDS = {m: i for i, m in enumerate(ATTACK_MODES)}
-KIND_IDS = {"certificate": 0, "attack": 1, "clean": 2}
+#: Certificate methods (column ``method``); ``env``, ``kind`` (certificate, clean, attack) and ``attack`` are names too.
+METHODS = ("dkw", "clopper-pearson")
 
-COLUMNS = ["env_id", "sigma", "budget", "kind", "method_id", "attack_id", "value", "stderr", "vacuous", "n",
+COLUMNS = ["env", "sigma", "budget", "kind", "method", "attack", "value", "stderr", "vacuous", "n",
            "certificate_dkw", "certificate_cp", "z_vs_certificate", "max_spent", "certificate_bonferroni"]
 
 #: Training settings per environment (CPU defaults; the Atari ones are GPU-scale).
@@ -204,7 +202,7 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     nets = _policies(cfg, out)
     config = dataclasses.asdict(cfg) | {"resolved": {e: cfg.settings(e) for e in cfg.envs}}
-    logger = RunLogger(out, config, COLUMNS, tensorboard=False)
+    logger = MetricLogger(out, config=config, columns=COLUMNS, backends=("csv",))
     curves, step, worst_z, below, total_attacks = {}, 0, math.inf, 0, 0
     for env in cfg.envs:
         spec, net = ENV_SPECS[env], nets[env]
@@ -217,19 +215,19 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
             clean, _ = run_episodes(net, spec, sigma=sigma, num_episodes=cfg.certify_episodes, seed=cfg.seed,
                                     batch_size=cfg.batch_size, max_steps=cfg.max_steps, progress=True, device=cfg.device)
             certs = {}
-            for method in METHOD_IDS:
+            for method in METHODS:
                 kw = dict(thresholds=thresholds) if method == "clopper-pearson" else {}
                 c = certify_returns(torch.as_tensor(clean), budgets=np.concatenate([budgets, st["attack_budgets"]]),
                                     sigma=sigma, alpha=cfg.alpha, reward_range=(lo, hi), method=method, **kw)
                 certs[method] = c
                 for b, v, vac in zip(c.budgets.tolist()[: len(budgets)], c.expected_reward.tolist(), c.vacuous.tolist()):
-                    logger.log(step, {"env_id": ENV_IDS[env], "sigma": sigma, "budget": b, "kind": KIND_IDS["certificate"],
-                                      "method_id": METHOD_IDS[method], "value": v, "vacuous": int(vac), "n": c.n})
+                    logger.log(step, {"env": env, "sigma": sigma, "budget": b, "kind": "certificate",
+                                      "method": method, "value": v, "vacuous": int(vac), "n": c.n})
                     step += 1
             bonf = certify_returns_bonferroni(torch.as_tensor(clean), budgets=st["attack_budgets"], sigma=sigma,
                                               alpha=cfg.alpha, reward_range=(lo, hi), thresholds={"clopper-pearson": thresholds})
             se = float(clean.std(ddof=1) / math.sqrt(len(clean))) if len(clean) > 1 else math.nan
-            logger.log(step, {"env_id": ENV_IDS[env], "sigma": sigma, "budget": 0.0, "kind": KIND_IDS["clean"],
+            logger.log(step, {"env": env, "sigma": sigma, "budget": 0.0, "kind": "clean",
                               "value": float(clean.mean()), "stderr": se, "n": len(clean)})
             step += 1
             curves[(env, sigma)] = {m: c.expected_reward[: len(budgets)].numpy() for m, c in certs.items()}
@@ -252,8 +250,8 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
                     below += int(z < -3)
                     total_attacks += 1
                     attacked.append((B, mode, mean, se, best))
-                    logger.log(step, {"env_id": ENV_IDS[env], "sigma": sigma, "budget": B, "kind": KIND_IDS["attack"],
-                                      "attack_id": ATTACK_IDS[mode], "value": mean, "stderr": se, "n": len(r),
+                    logger.log(step, {"env": env, "sigma": sigma, "budget": B, "kind": "attack",
+                                      "attack": mode, "value": mean, "stderr": se, "n": len(r),
                                       "certificate_dkw": cert["dkw"], "certificate_cp": cert["clopper-pearson"],
                                       "certificate_bonferroni": best,
                                       "z_vs_certificate": z, "max_spent": float(math.sqrt(spent.max()))})
@@ -266,13 +264,12 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
                                         batch_size=cfg.batch_size, budget=B, attack_mode=mode, max_steps=cfg.max_steps,
                                         device=cfg.device, attack_options=_attack_options(cfg))
                 se = float(r.std(ddof=1) / math.sqrt(len(r))) if len(r) > 1 else math.nan
-                logger.log(step, {"env_id": ENV_IDS[env], "sigma": 0.0, "budget": B, "kind": KIND_IDS["attack"],
-                                  "attack_id": ATTACK_IDS[mode], "value": float(r.mean()), "stderr": se, "n": len(r),
+                logger.log(step, {"env": env, "sigma": 0.0, "budget": B, "kind": "attack",
+                                  "attack": mode, "value": float(r.mean()), "stderr": se, "n": len(r),
                                   "max_spent": float(math.sqrt(spent.max()))})
                 step += 1
     logger.close()
     summary = {
-        "env_ids": ENV_IDS, "method_ids": METHOD_IDS, "attack_ids": ATTACK_IDS, "kind_ids": KIND_IDS,
         "attacks": total_attacks, "attacked_below_certificate": below, "min_z_vs_certificate": worst_z,
     }
     for key, c in curves.items():
@@ -281,7 +278,7 @@ def run(cfg: SmoothingCertifyConfig) -> Path:
             b, att = curves[env]["budgets"], cfg.settings(env)["attack_budgets"]
             summary[f"{env}:sigma={sigma}"] = {
                 "clean_mean": c["clean"],
-                **{f"certificate_{m}_at_B={x:g}": float(np.interp(x, b, c[m])) for m in METHOD_IDS for x in att},
+                **{f"certificate_{m}_at_B={x:g}": float(np.interp(x, b, c[m])) for m in METHODS for x in att},
                 **{f"attacked_{mode}_at_B={x:g}": mean for x, mode, mean, _, _ in c["attacked"]},
                 **{f"attacked_{mode}_minus_certificate_bonferroni_at_B={x:g}": mean - cb
                    for x, mode, mean, _, cb in c["attacked"]},
@@ -308,7 +305,7 @@ def _figure(out: Path, cfg: SmoothingCertifyConfig, curves: dict) -> None:
             ax.plot(budgets, c["clopper-pearson"], "--", color=f"C{i}", label=f"certified, CP, sigma={sigma}")
             for B, mode, mean, se, _ in c["attacked"]:
                 ax.errorbar(B, mean, yerr=se, fmt={"uniform": "o", "critical": "^"}.get(mode, "s"), color=f"C{i}", ms=4)
-        und = [r for r in rows if r["env_id"] == ENV_IDS[env] and r["kind"] == 1 and r["sigma"] == 0.0]
+        und = [r for r in rows if r["env"] == env and r["kind"] == "attack" and r["sigma"] == 0.0]
         if und:
             ax.plot([r["budget"] for r in und], [r["value"] for r in und], "kx", label="undefended, attacked")
         ax.set_xlabel("total l2 budget B")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from polab.scaled.cli import main as cli_main
-from polab.scaled.run_folder import read_metrics
+from polab.scaled.logger import read_metrics
 
 gym = pytest.importorskip("gymnasium")
 
@@ -33,24 +33,24 @@ def test_quick_run_writes_a_complete_run_folder_and_reuses_the_policy(tmp_path):
     assert cfg["quick"] and cfg["envs"] == ["cartpole", "mountaincar"]
     rows = read_metrics(out / "metrics.csv")
     summary = json.loads((out / "summary.json").read_text())
-    for env, env_id in (("cartpole", 0), ("mountaincar", 1)):
+    for env in ("cartpole", "mountaincar"):
         lo, hi = ENV_SPECS[env].reward_range
-        for method in (0, 1):
-            cert = [r for r in rows if r["env_id"] == env_id and r["kind"] == 0 and r["method_id"] == method]
+        for method in ("dkw", "clopper-pearson"):
+            cert = [r for r in rows if r["env"] == env and r["kind"] == "certificate" and r["method"] == method]
             assert len(cert) == cfg["num_budgets"]
             vals = np.array([r["value"] for r in cert])
             assert np.all(np.diff(vals) <= 1e-12) and np.all(vals >= lo) and np.all(vals <= hi)
-        clean = [r for r in rows if r["env_id"] == env_id and r["kind"] == 2]
+        clean = [r for r in rows if r["env"] == env and r["kind"] == "clean"]
         assert len(clean) == 1 and clean[0]["n"] == cfg["certify_episodes"]
-        b0 = [r["value"] for r in rows if r["env_id"] == env_id and r["kind"] == 0 and r["budget"] == 0.0]
+        b0 = [r["value"] for r in rows if r["env"] == env and r["kind"] == "certificate" and r["budget"] == 0.0]
         assert max(b0) <= clean[0]["value"] + 1e-9  # a lower confidence bound on the clean mean
-        attacks = [r for r in rows if r["env_id"] == env_id and r["kind"] == 1]
+        attacks = [r for r in rows if r["env"] == env and r["kind"] == "attack"]
         assert attacks and all(r["max_spent"] <= r["budget"] * (1 + 1e-9) for r in attacks)  # budget audit
         smoothed = [r for r in attacks if r["sigma"] > 0]
         # one alpha-level certificate: max of DKW and CP each at alpha/2, never above the max of the two at alpha
         assert all(r["certificate_bonferroni"] <= max(r["certificate_dkw"], r["certificate_cp"]) + 1e-12 for r in smoothed)
         assert all(r["value"] >= r["certificate_bonferroni"] - 3 * r["stderr"] for r in smoothed)
-        assert {r["attack_id"] for r in attacks} == {0, 1, 2}  # uniform, critical, smoothed-pgd
+        assert {r["attack"] for r in attacks} == {"uniform", "critical", "smoothed-pgd"}
     assert summary["attacked_below_certificate"] == 0
     assert (out / "figures" / "certified_reward.png").stat().st_size > 1000
     latest = (out / "checkpoints" / "latest").read_text()
@@ -148,7 +148,7 @@ def test_atari_smoke_on_a_few_frames(tmp_path, game):
                    "--out", str(out)])
     assert rc == 0
     rows = read_metrics(out / "metrics.csv")
-    assert any(r["kind"] == 1 and r["max_spent"] > 0 for r in rows)
+    assert any(r["kind"] == "attack" and r["max_spent"] > 0 for r in rows)
     assert (out / "figures" / "certified_reward.png").is_file()
 
 
