@@ -117,7 +117,7 @@ METHOD_IDS = {m: i for i, m in enumerate(METHODS)}
 #: 500 (gymnasium's default) for Acrobot, whose random policy rarely swings up within 200 steps, so that
 #: every episode would return -200 and the leave-one-out advantage would be zero; 200 for InvertedPendulum.
 EPISODE_CAPS = {"CartPole-v1": 200, "Acrobot-v1": 500, "InvertedPendulum-v5": 200}
-COLUMNS = ["env_id", "method_id", "seed", "iteration", "env_steps", "mean_return", "direction_norm"]
+COLUMNS = ["env", "method", "seed", "iteration", "env_steps", "mean_return", "direction_norm"]  # env, method: names
 
 
 @dataclass
@@ -250,7 +250,7 @@ def _train_one(env_name: str, method: str, seed: int, cfg: PGOptimizersConfig, l
             phi2, lp2 = _surrogate(policy, hb, cfg)
             u = hessian_vector_estimate(phi2, lp2, params, opt.vector_to_list(q.displacement))
         opt.step(g, u)
-        logger.log(row, {"env_id": ENV_IDS[env_name], "method_id": METHOD_IDS[method], "seed": seed, "iteration": it,
+        logger.log(row, {"env": env_name, "method": method, "seed": seed, "iteration": it,
                          "env_steps": used, "mean_return": ret, "direction_norm": float(opt.state.direction.norm())})
         row += 1
         it += 1
@@ -262,7 +262,7 @@ def _curves(rows: list[dict], env: str, method: str, seeds: int, grid: np.ndarra
     """Per-seed returns interpolated (step function: last value at or before each grid point) -> [seeds, G]."""
     out = np.full((seeds, len(grid)), np.nan)
     for s in range(seeds):
-        r = [x for x in rows if x["env_id"] == ENV_IDS[env] and x["method_id"] == METHOD_IDS[method] and x["seed"] == s]
+        r = [x for x in rows if x["env"] == env and x["method"] == method and x["seed"] == s]
         if not r:
             continue
         x = np.array([v["env_steps"] for v in r])
@@ -306,7 +306,7 @@ def run(cfg: PGOptimizersConfig) -> Path:
     for r in rows:
         r["seed"] -= cfg.seed
     grid = np.linspace(0, cfg.budget, 101)[1:]
-    summary = {"env_ids": ENV_IDS, "method_ids": METHOD_IDS, "budget": cfg.budget, "final_window": "last 20% of the budget",
+    summary = {"budget": cfg.budget, "final_window": "last 20% of the budget",
                "final_return": {}}
     curves = {}
     for e in cfg.envs:

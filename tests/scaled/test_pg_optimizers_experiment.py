@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from polab.scaled.cli import main as cli_main
-from polab.scaled.experiments.pg_optimizers import ENV_IDS, METHOD_IDS, PGOptimizersConfig, run, step_size0
+from polab.scaled.experiments.pg_optimizers import METHOD_IDS, PGOptimizersConfig, run, step_size0
 from polab.scaled.run_folder import read_metrics
 
 pytest.importorskip("gymnasium")
