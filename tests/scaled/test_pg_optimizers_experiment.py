@@ -50,13 +50,13 @@ def test_every_method_and_seed_gets_the_same_budget(tiny_run):
     rows = read_metrics(tiny_run / "metrics.csv")
     for m in METHODS:
         for s in range(2):
-            r = [x for x in rows if x["method_id"] == METHOD_IDS[m] and x["seed"] == s and x["env_id"] == ENV_IDS["CartPole-v1"]]
+            r = [x for x in rows if x["method"] == m and x["seed"] == s and x["env"] == "CartPole-v1"]
             steps = [x["env_steps"] for x in r]
             assert steps == sorted(steps) and len(r) >= 2
             # runs stop at the first batch that reaches the budget: the last batch crosses it, the one before does not
             assert steps[-1] >= 600 and steps[-2] < 600
     # HARPG's Hessian batch is counted: with the same batch size it makes about half as many iterations
-    it = {m: max(x["iteration"] for x in rows if x["method_id"] == METHOD_IDS[m] and x["seed"] == 0) for m in METHODS}
+    it = {m: max(x["iteration"] for x in rows if x["method"] == m and x["seed"] == 0) for m in METHODS}
     assert it["n_harpg"] < it["npg_igt"]
 
 
