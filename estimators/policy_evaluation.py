@@ -340,7 +340,9 @@ def mean_square_td_error(values, batch: PathBatch, *, beta: float) -> torch.Tens
     r"""Mean-square TD error :math:`\frac1n\sum_p\sum_i \Delta M_i^2/\Delta t_i` (the cautionary objective).
 
     Its minimiser tracks the quadratic variation of :math:`M^\theta`, not the
-    value (:mod:`polab.theory.martingale_pe`, item 4). Returns a scalar tensor.
+    value (:mod:`polab.theory.martingale_pe`, item 4), plus, for a finite
+    horizon, the terminal-jump penalty :math:`e^{-2\beta T}\mathbb{E}(h-J^\theta(T^-))^2`
+    (the last increment uses :math:`h` in place of :math:`V_N`). Returns a scalar tensor.
     """
     dm = martingale_increments(values, batch, beta=beta)
     return (dm * dm / batch.dt).sum(dim=1).mean()
@@ -720,7 +722,11 @@ def mstde_linear(features, batch: PathBatch, *, beta: float, offset=None, covari
     r"""Minimiser of the mean-square TD error :math:`\sum_{p,i}\Delta M_i(\theta)^2/\Delta t_i` (cautionary baseline).
 
     Biased for every mesh: the bias does not vanish as :math:`\Delta t\to0`
-    (:func:`polab.theory.martingale_pe.mstde_brownian_limit`).
+    (:func:`polab.theory.martingale_pe.mstde_brownian_limit`). With a finite
+    horizon and a family that does not impose :math:`J^\theta(T,\cdot)=h`, the
+    limit objective also carries the terminal-jump penalty
+    :math:`e^{-2\beta T}\mathbb{E}(h(X_T) - J^\theta(T^-,X_T))^2`
+    (:func:`polab.theory.martingale_pe.mstde_terminal_jump_limit`).
     """
     return solve_linear(linear_moments(features, batch, beta=beta, method="mstde", offset=offset, covariance=covariance))
 

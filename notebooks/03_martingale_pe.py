@@ -35,6 +35,7 @@ from polab.proofs_checks.martingale_pe_checks import (
     check_paths_rate,
     check_recovery,
     check_td_lambda_interpolation,
+    check_test_weightings,
     derive_symbolically,
 )
 from polab.theory.diffusion_values import ou_euler_value, ou_value_coefficients
@@ -130,3 +131,20 @@ ax.set_xlabel(r"$\lambda$ (decay per unit time)"); ax.set_ylabel(r"$\hat\theta$"
 ax.set_title("TD(lambda) between TD(0) and the martingale loss")
 plt.show()
 print("passed:", ic.passed)
+
+# %% [markdown]
+# ## 6. TD test functions: the paper's weight $e^{-\beta t}$, the squared $e^{-2\beta t}$, none
+# The martingale orthogonality condition with the paper's test function $\xi_t=\partial_\theta J^\theta(t,X_t)$
+# and $dM_t = e^{-\beta t}(dJ + r\,dt - \beta J\,dt)$ weights each TD error by $e^{-\beta t}$ (the default,
+# `test_weighting="paper"`); putting $e^{-\beta t}$ into $\xi$ as well gives $e^{-2\beta t}$ (`"squared"`, polab's
+# earlier default); the usual discounted TD(0) uses no weight (`"none"`). With the value in the feature span
+# (OU: $x^2, 1$; LQ: quadratics) all three have the same limit, the Euler-chain value; their spreads over
+# independent replications of LSTD(0) (same paths for the three) differ. Ratios are variances divided by the
+# paper form's.
+
+# %%
+tw = check_test_weightings(replications=20, num_paths=200, num_steps=80)
+print(f"all agree with the Euler-chain value: {tw.passed} (max |z| {tw.max_abs_z:.2f} <= {tw.z:.2f})")
+print(f"{'problem':8s} {'weighting':9s} {'mean estimate':36s} {'Euler value':36s} variance / paper's")
+for (p, w), ratio in tw.variance_ratio.items():
+    print(f"{p:8s} {w:9s} {str(np.round(tw.mean[(p, w)], 3)):36s} {str(np.round(tw.theta_euler[p], 3)):36s} {np.round(ratio, 2)}")

@@ -77,12 +77,35 @@ the mean-square TD error :math:`\sum_i|\Delta M_i|^2/\Delta t_i` therefore
 tends to a minimiser of the quadratic variation (it favours flat
 :math:`J^\theta`), and its bias does not vanish as the mesh shrinks. For the
 Brownian family :math:`J^\theta = x^2 + \theta_1(T-t)x^2 + \theta_2(T-t)`
-(truth :math:`\theta=(0,\sigma^2)`), the quadratic variation is
+(truth :math:`\theta=(0,\sigma^2)`), which imposes :math:`J^\theta(T,\cdot)=h`, the quadratic variation is
 :math:`4\sigma^2\int_0^T m(t)(1+\theta_1(T-t))^2dt` with
 :math:`m(t)=\mathbb{E}X_0^2+\sigma^2 t`, minimised at
 :func:`mstde_brownian_limit` (e.g. :math:`\theta_1=-2` for :math:`X_0=0`,
 :math:`\sigma=T=1`), not at 0. :math:`\theta_2` does not enter the limit and
 is fixed at the next order in :math:`\Delta t`.
+
+**Finite horizon, terminal jump** [derived here; the paper's statement was
+not readable]. The discretisation replaces :math:`V_N` by the terminal reward
+:math:`h(X_N)` (:mod:`polab.estimators.policy_evaluation`), so when the
+candidate does not satisfy :math:`J^\theta(T^-,\cdot) = h` the last increment
+carries a jump :math:`e^{-\beta T}(h(X_T) - J^\theta(T^-,X_T))` that does not
+shrink with the mesh, and the limit is
+
+.. math:: \mathbb{E}\sum_i|\Delta M_i|^2 \to \mathbb{E}\int_0^T e^{-2\beta t}
+          |\Sigma^\top\nabla_x J^\theta|^2dt
+          + e^{-2\beta T}\,\mathbb{E}\big(h(X_T) - J^\theta(T^-,X_T)\big)^2 .
+
+The MSTDE minimiser therefore trades flatness against the terminal
+mismatch. Example (:func:`mstde_terminal_jump_limit`): Brownian motion,
+:math:`h=x^2`, no running reward, the family :math:`J^\theta=\theta x^2`
+(truth: not in the family) and :math:`X_0\sim N(0,m_0)`: the limit
+objective is :math:`4\theta^2\sigma^2\int_0^Te^{-2\beta t}m(t)dt
++ e^{-2\beta T}(1-\theta)^2\,3m(T)^2`, minimised at
+:math:`\theta^\infty = e^{-2\beta T}3m(T)^2/(4\sigma^2\int_0^Te^{-2\beta t}m\,dt + e^{-2\beta T}3m(T)^2)`
+(2/3 for :math:`m_0=\sigma=T=1`, :math:`\beta=0`); without the jump term it
+would be 0. :func:`mstde_terminal_jump_euler` gives the exact minimiser of
+the expected discrete objective on a uniform mesh (:math:`\beta=0`), which
+tends to it at rate :math:`O(\Delta t)`.
 
 5. Discretisation rate
 ----------------------
@@ -120,6 +143,8 @@ learning with linear function approximation", ICML 2009 (GTD2/TDC).
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "DERIVED_MESH_ORDER",
     "PAPER_MESH_ORDER_CONFIRMED",
@@ -127,6 +152,8 @@ __all__ = [
     "mstde_brownian_limit",
     "brownian_quadratic_variation",
     "ou_euler_bias_coefficients",
+    "mstde_terminal_jump_limit",
+    "mstde_terminal_jump_euler",
 ]
 
 #: Order in the mesh of the parameter error of the discretised estimators (derived here; module docstring, item 5).
@@ -199,3 +226,61 @@ def ou_euler_bias_coefficients(*, kappa: float, sigma: float, beta: float) -> tu
     c1 = a**2 * q
     c2 = sigma**2 * (c1 / beta - a / 2)
     return c1, c2
+
+
+def mstde_terminal_jump_limit(*, sigma: float, horizon: float, x0_second_moment: float, beta: float = 0.0) -> float:
+    r"""Limit of the MSTDE minimiser for :math:`J^\theta=\theta x^2`, :math:`h=x^2`, Brownian motion (item 4, terminal jump).
+
+    .. math::
+
+        \theta^\infty = \frac{e^{-2\beta T}\,3m(T)^2}{4\sigma^2 I + e^{-2\beta T}\,3m(T)^2},\qquad
+        I = \int_0^T e^{-2\beta t}(m_0+\sigma^2t)\,dt,\quad m(t) = m_0+\sigma^2t,
+
+    from the limit objective :math:`4\theta^2\sigma^2 I + e^{-2\beta T}(1-\theta)^2\,\mathbb{E}X_T^4`
+    with :math:`X_T\sim N(0,m(T))`, :math:`\mathbb{E}X_T^4 = 3m(T)^2` (Gaussian
+    :math:`X_0\sim N(0,m_0)`). The first term is the quadratic variation of
+    :math:`M^\theta` (:math:`\nabla_xJ^\theta = 2\theta x`), the second the
+    terminal-jump penalty :math:`e^{-2\beta T}\mathbb{E}(h-J^\theta(T^-))^2`.
+    Derived here.
+    """
+    _check(sigma, horizon, x0_second_moment)
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0; got {beta}.")
+    T, s2, m0 = horizon, sigma**2, x0_second_moment
+    if beta == 0:
+        integral = m0 * T + s2 * T**2 / 2
+    else:
+        k = 2 * beta
+        x = k * T
+        # 1 - e^{-x}(1 + x) = sum_{j>=2} (-1)^j (j-1) x^j / j! cancels for small x: series below x = 0.01
+        # (truncation < x^7/840, relative 2e-13 there; the direct form loses ~1e-16/g ~ 2e-12 at x = 0.01)
+        g = x**2 / 2 - x**3 / 3 + x**4 / 8 - x**5 / 30 + x**6 / 144 if x < 1e-2 else 1 - math.exp(-x) * (1 + x)
+        integral = m0 * (-math.expm1(-x)) / k + s2 * g / k**2
+    jump = math.exp(-2 * beta * T) * 3 * (m0 + s2 * T) ** 2
+    return jump / (4 * s2 * integral + jump)
+
+
+def mstde_terminal_jump_euler(*, sigma: float, horizon: float, x0_second_moment: float, num_steps: int) -> float:
+    r"""Exact minimiser of the expected discrete MSTDE for the example of :func:`mstde_terminal_jump_limit` (:math:`\beta=0`).
+
+    Uniform mesh :math:`\Delta t=T/N`, :math:`v_i = m_0+\sigma^2 i\Delta t`,
+    :math:`\Delta M_i = \theta(X_{i+1}^2-X_i^2)` for :math:`i<N-1` and
+    :math:`\Delta M_{N-1} = X_N^2 - \theta X_{N-1}^2` (terminal reward in place
+    of :math:`V_N`). With :math:`\mathbb{E}(X_{i+1}^2-X_i^2)^2 = 4v_i\sigma^2\Delta t + 3\sigma^4\Delta t^2`
+    and :math:`\mathbb{E}X_N^2X_{N-1}^2 = 3v_{N-1}^2 + \sigma^2\Delta t\,v_{N-1}`:
+
+    .. math:: \theta^*(\Delta t) = \frac{3v_{N-1}^2 + \sigma^2\Delta t\,v_{N-1}}
+              {\sum_{i<N-1}(4v_i\sigma^2\Delta t + 3\sigma^4\Delta t^2) + 3v_{N-1}^2}.
+
+    Derived here (Gaussian moments); Brownian increments are simulated
+    exactly by Euler–Maruyama, so this is the exact large-sample limit of
+    :func:`polab.estimators.policy_evaluation.mstde_linear` on that mesh.
+    """
+    _check(sigma, horizon, x0_second_moment)
+    n = int(num_steps)
+    if n < 2:
+        raise ValueError(f"num_steps must be >= 2; got {num_steps}.")
+    dt, s2, m0 = horizon / n, sigma**2, x0_second_moment
+    v = [m0 + s2 * i * dt for i in range(n)]
+    a = sum(4 * v[i] * s2 * dt + 3 * s2**2 * dt**2 for i in range(n - 1))
+    return (3 * v[-1] ** 2 + s2 * dt * v[-1]) / (a + 3 * v[-1] ** 2)

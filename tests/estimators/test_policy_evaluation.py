@@ -459,3 +459,22 @@ def test_every_test_weighting_recovers_a_value_in_the_feature_span_exactly(weigh
     torch.testing.assert_close(r.theta, torch.tensor([c], dtype=torch.float64), **F64)  # a fixed point of every weighting
     with pytest.raises(ValueError, match="test_weighting"):
         lstd(phi, b, beta=beta, test_weighting="double")
+
+
+def test_mstde_with_a_terminal_mismatch_converges_to_the_derived_discrete_minimiser():
+    # Reference: polab.theory.martingale_pe.mstde_terminal_jump_euler (exact Gaussian moments; Euler-Maruyama is exact
+    # for Brownian motion). J^theta = theta x^2 does not impose J(T) = h = x^2, so the terminal jump enters; the
+    # discrete minimiser at N = 20 is 0.674 (limit 2/3), far from the flat 0 that the quadratic variation alone gives.
+    # Tolerance: 4 sandwich standard errors (two-sided level 6e-5).
+    from polab.estimators.sde import brownian_motion, euler_maruyama, uniform_grid
+    from polab.theory.martingale_pe import mstde_terminal_jump_euler
+
+    g = torch.Generator().manual_seed(7)
+    n, N = 20000, 20
+    t = uniform_grid(1.0, N)
+    X = euler_maruyama(brownian_motion(sigma=1.0), torch.randn((n, 1), generator=g, dtype=torch.float64), t, generator=g)
+    b = PathBatch(states=X, times=t, rewards=torch.zeros((n, N), dtype=torch.float64), terminal_rewards=X[:, -1, 0] ** 2)
+    fit = mstde_linear(X**2, b, beta=0.0)
+    want = mstde_terminal_jump_euler(sigma=1.0, horizon=1.0, x0_second_moment=1.0, num_steps=N)
+    assert abs(float(fit.theta[0]) - want) <= 4 * float(fit.standard_error[0])
+    assert want > 0.6

@@ -246,3 +246,27 @@ def test_mstde_limit_minimises_the_quadratic_variation():
     assert qv(-0.5) == pytest.approx(direct, rel=1e-12)
     with pytest.raises(ValueError):
         mstde_brownian_limit(sigma=0.0, horizon=1.0, x0_second_moment=0.0)
+
+
+def test_mstde_terminal_jump_limit_and_its_discrete_approach():
+    # Derived: J^theta = theta x^2, h = x^2, Brownian motion, X_0 ~ N(0, m0): theta_inf = 3 m(T)^2 e^{-2 beta T} /
+    # (4 s^2 int e^{-2 beta t} m + 3 m(T)^2 e^{-2 beta T}); 2/3 for m0 = s = T = 1, beta = 0 (0 without the jump term).
+    from scipy.integrate import quad
+
+    from polab.theory.martingale_pe import mstde_terminal_jump_euler, mstde_terminal_jump_limit
+
+    assert mstde_terminal_jump_limit(sigma=1.0, horizon=1.0, x0_second_moment=1.0) == pytest.approx(2 / 3, rel=RTOL)
+    for beta in (1e-9, 3e-3, 0.7):  # the series branch, near the switch, the direct branch; quadrature reference
+        integral = quad(lambda t: math.exp(-2 * beta * t) * (0.5 + 1.44 * t), 0, 1.3, epsabs=0, epsrel=1e-13)[0]
+        jump = math.exp(-2 * beta * 1.3) * 3 * (0.5 + 1.44 * 1.3) ** 2
+        want = jump / (4 * 1.44 * integral + jump)
+        got = mstde_terminal_jump_limit(sigma=1.2, horizon=1.3, x0_second_moment=0.5, beta=beta)
+        assert got == pytest.approx(want, rel=1e-11)  # quadrature at 1e-13 plus the series' 2e-13
+    # the exact discrete minimiser approaches the limit at first order: error * N roughly constant
+    errs = [mstde_terminal_jump_euler(sigma=1.0, horizon=1.0, x0_second_moment=1.0, num_steps=n) - 2 / 3
+            for n in (100, 1000, 10000)]
+    assert all(e > 0 for e in errs)
+    ratios = [errs[0] / errs[1], errs[1] / errs[2]]
+    assert all(9.0 < r < 11.0 for r in ratios), ratios  # first order: a tenfold finer mesh, a tenfold smaller error
+    with pytest.raises(ValueError, match="num_steps"):
+        mstde_terminal_jump_euler(sigma=1.0, horizon=1.0, x0_second_moment=1.0, num_steps=1)
