@@ -62,11 +62,8 @@ from ..run_folder import RunLogger, read_metrics
 
 __all__ = ["RealizabilityConfig", "run", "main"]
 
-#: integer ids of the environments in metrics.csv (column ``env_id``)
-ENV_IDS = {"gridworld": 0, "cartpole": 1}
-
 COLUMNS = [
-    "env_id", "n", "seed", "v_true", "v_lstd", "v_fqe", "v_minimax", "err_lstd", "err_fqe", "err_minimax",
+    "env", "n", "seed", "v_true", "v_lstd", "v_fqe", "v_minimax", "err_lstd", "err_fqe", "err_minimax",
     "fqe_converged", "alpha_exact", "alpha_hat", "c_be_exact", "c_be_hat", "approx_error",
 ]
 
@@ -337,7 +334,7 @@ def run(cfg: RealizabilityConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)  # the one seeding point of the experiment
     logger = RunLogger(out, dataclasses.asdict(cfg), COLUMNS, tensorboard=False)
     step = 0
-    summary = {"env_ids": ENV_IDS}
+    summary = {}
     jobs = [(e, n, s) for e in cfg.envs for n in cfg.sizes for s in range(cfg.seeds)]
     envs = {}
     for e, n, s in tqdm(jobs, desc="realizability"):
@@ -346,7 +343,7 @@ def run(cfg: RealizabilityConfig) -> Path:
         row = envs[e].row(int(n), cfg, rng)
         for m in ("lstd", "fqe", "minimax"):
             row[f"err_{m}"] = abs(row[f"v_{m}"] - row["v_true"])
-        logger.log(step, {"env_id": ENV_IDS[e], "n": int(n), "seed": s, **row})
+        logger.log(step, {"env": e, "n": int(n), "seed": s, **row})
         step += 1
     logger.close()
     if "cartpole" in envs:
@@ -363,8 +360,7 @@ def _figures(out: Path, rows_numeric: list[dict], cfg: RealizabilityConfig) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name_of = {v: k for k, v in ENV_IDS.items()}
-    env_of = [name_of[int(r["env_id"])] for r in rows_numeric]
+    env_of = [r["env"] for r in rows_numeric]
     fig, axes = plt.subplots(1, len(cfg.envs), figsize=(5 * len(cfg.envs), 4), squeeze=False)
     for ax, e in zip(axes[0], cfg.envs):
         rows = [r for r, name in zip(rows_numeric, env_of) if name == e]
