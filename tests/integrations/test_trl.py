@@ -14,16 +14,13 @@ import torch
 
 pytest.importorskip("trl", reason="TRL is not installed: pip install -e '.[integrations]'")
 
-from scipy import stats  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from polab.estimators.curriculum import DumpScheduler  # noqa: E402
 from polab.integrations.trl import (  # noqa: E402
     CURRICULUM_STATE_FILE,
     CurriculumGRPOTrainer,
-    draw_prompts,
     gather_across_ranks,
-    generation_seed,
 )
 from tests.integrations.trl_fixtures import (  # noqa: E402
     SOURCE_BONUS,
@@ -35,39 +32,6 @@ from tests.integrations.trl_fixtures import (  # noqa: E402
 )
 
 STEPS = 3
-
-
-# -- the draw, without TRL's loop ---------------------------------------------------------------
-def test_draw_prompts_follows_probabilities():
-    probabilities = [0.2, 0.0, 0.8]
-    pools = [[0, 1], [2], [3, 4, 5]]
-    n = 4000
-    sources, rows = draw_prompts(probabilities, pools, n, generator=torch.Generator().manual_seed(0))
-    assert sources.shape == rows.shape == (n,)
-    assert not (sources == 1).any()  # zero mass: never drawn (exact)
-    for j, pool in enumerate(pools):  # every row belongs to the pool of its source (exact)
-        assert set(rows[sources == j].tolist()) <= set(pool)
-    # Source 0 ~ Binomial(n, 0.2): exact two-sided binomial test at alpha = 1e-3.
-    k0 = int((sources == 0).sum())
-    assert stats.binomtest(k0, n, 0.2).pvalue > 1e-3
-    # Rows within source 2 uniform over 3 rows: chi-square at alpha = 1e-3.
-    counts = np.bincount(rows[sources == 2].numpy() - 3, minlength=3)
-    assert stats.chisquare(counts).pvalue > 1e-3
-    # Same generator seed, same draw.
-    again = draw_prompts(probabilities, pools, n, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(again[0], sources) and torch.equal(again[1], rows)
-
-
-def test_draw_prompts_rejects_bad_input():
-    g = torch.Generator().manual_seed(0)
-    with pytest.raises(ValueError, match="sum to 1"):
-        draw_prompts([0.5, 0.6], [[0], [1]], 3, generator=g)
-    with pytest.raises(ValueError, match="no rows"):
-        draw_prompts([0.5, 0.5], [[0], []], 3, generator=g)
-    with pytest.raises(ValueError, match="generator"):
-        draw_prompts([1.0], [[0]], 3, generator=None)
-    with pytest.raises(ValueError, match="generation"):
-        generation_seed(0, -1)
 
 
 def test_gather_without_distributed_is_identity():

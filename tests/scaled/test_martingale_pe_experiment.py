@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from polab.scaled.cli import main as cli_main
-from polab.scaled.experiments.martingale_pe import ESTIMATOR_IDS, PART_IDS, SWEEP_IDS, WITH_TOLERANCE, quadratic_features
+from polab.scaled.experiments.martingale_pe import ESTIMATORS, WITH_TOLERANCE, quadratic_features
 from polab.scaled.run_folder import read_metrics
 
 pytest.importorskip("gymnasium")
@@ -42,24 +42,24 @@ def test_quick_run_writes_a_complete_run_folder_and_matches_lyapunov(tmp_path):
     assert cfg["quick"] is True and cfg["dim"] == 2 and cfg["parts"] == ["lq", "pendulum"]
     rows = read_metrics(out / "metrics.csv")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["estimator_ids"] == ESTIMATOR_IDS and summary["device"] == "cpu"
+    assert summary["device"] == "cpu"
     for name in ("error_vs_mesh.png", "error_vs_paths.png", "errors_per_estimator.png"):
         assert (out / "figures" / name).stat().st_size > 1000
-    lq = [r for r in rows if r["part_id"] == PART_IDS["lq"]]
-    pend = [r for r in rows if r["part_id"] == PART_IDS["pendulum"]]
+    lq = [r for r in rows if r["part"] == "lq"]
+    pend = [r for r in rows if r["part"] == "pendulum"]
     # quick sizes: meshes (0.2, 0.1) + paths (300, 600) = 4 LQ jobs, 9 estimators each; Pendulum 2 + 2 jobs
-    assert len(lq) == 4 * len(ESTIMATOR_IDS) and len(pend) == 4 * len(ESTIMATOR_IDS)
+    assert len(lq) == 4 * len(ESTIMATORS) and len(pend) == 4 * len(ESTIMATORS)
+    assert {r["estimator"] for r in lq} == set(ESTIMATORS) and set(summary["errors"]["lq"]) == set(ESTIMATORS)
     z = summary["lq"]["z"]
-    tol_ids = {ESTIMATOR_IDS[n] for n in WITH_TOLERANCE}
     checked = 0
     for r in lq:
         assert math.isfinite(r["err_true"]) and math.isfinite(r["err_target"])
-        if int(r["estimator_id"]) in tol_ids:
+        if r["estimator"] in WITH_TOLERANCE:
             assert r["max_z_target"] <= z, r
             assert r["err_true"] <= r["tol_true"], r
             checked += 1
     assert checked == 4 * len(WITH_TOLERANCE)
-    lstd = {r["mesh"]: r for r in lq if r["sweep_id"] == SWEEP_IDS["mesh"] and r["estimator_id"] == ESTIMATOR_IDS["lstd0"]}
+    lstd = {r["mesh"]: r for r in lq if r["sweep"] == "mesh" and r["estimator"] == "lstd0"}
     assert set(lstd) == {0.2, 0.1}
     for r in pend:
         assert math.isfinite(r["err_true"]) and r["err_true"] >= 0
@@ -74,7 +74,7 @@ def test_neural_only_at_higher_dimension(tmp_path):
                    "--meshes", "0.2", "--path-counts", "100", "--device", "cpu", "--out", str(out)])
     assert rc == 0
     rows = read_metrics(out / "metrics.csv")
-    assert {int(r["estimator_id"]) for r in rows} == {ESTIMATOR_IDS["neural_ml"], ESTIMATOR_IDS["neural_td0"]}
+    assert {r["estimator"] for r in rows} == {"neural_ml", "neural_td0"}
     assert all(math.isfinite(r["err_true"]) for r in rows)
 
 
@@ -94,8 +94,7 @@ def test_quick_lq_run_on_cuda(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["device"].startswith("cuda")
     rows = read_metrics(out / "metrics.csv")
-    tol_ids = {ESTIMATOR_IDS[n] for n in WITH_TOLERANCE}
-    assert all(r["err_true"] <= r["tol_true"] for r in rows if int(r["estimator_id"]) in tol_ids)
+    assert all(r["err_true"] <= r["tol_true"] for r in rows if r["estimator"] in WITH_TOLERANCE)
 
 
 def test_unknown_option_is_rejected(tmp_path):
