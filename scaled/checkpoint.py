@@ -281,6 +281,15 @@ def _read_history(ck: Path) -> list[str]:
     return []
 
 
+def _latest_name(ck: Path) -> str | None:
+    """The step folder name ``ck/latest`` holds, when it holds a well-formed one."""
+    try:
+        name = (ck / "latest").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if _STEP_RE.fullmatch(name) else None
+
+
 def save_checkpoint(run_dir: Path, step: int, *args, state: Mapping | None = None, models: Mapping | None = None,
                     pretrained: Mapping | None = None, keep: int = 2) -> Path:
     """Write checkpoint ``step`` of a run atomically, point ``latest`` at it, rotate this run's old ones.
@@ -393,15 +402,22 @@ def save_checkpoint(run_dir: Path, step: int, *args, state: Mapping | None = Non
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    # Record the new checkpoint as this run's before pointing `latest` at it, so a kill between the two
+    # leaves no checkpoint of this run outside the record (a kill before this line leaves `step_N` that the
+    # resumed run writes again). The previous `latest` target is this run's too (only saves write `latest`).
+    history = _read_history(ck)
+    prev = _latest_name(ck)
+    if prev is not None and prev not in history and prev != name and (ck / prev).is_dir():
+        history.append(prev)
+    history = [h for h in history if h != name] + [name]
+    atomic_write_text(ck / HISTORY, json.dumps({"written": history}) + "\n")
     atomic_write_text(ck / "latest", name + "\n")
-    history = [h for h in _read_history(ck) if h != name] + [name]
     if keep > 0 and len(history) > keep:
         for old in history[:-keep]:
             p = ck / old
             if old != name and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
-        history = history[-keep:]
-    atomic_write_text(ck / HISTORY, json.dumps({"written": history}) + "\n")
+        atomic_write_text(ck / HISTORY, json.dumps({"written": history[-keep:]}) + "\n")
     return final
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from .checkpoint import HISTORY, atomic_write_text, clean_temporaries  # noqa: F401  (atomic_write_text re-exported)
 from .logger import MetricLogger, read_metrics
 
-__all__ = ["LOCK_NAME", "RunFolder", "RunFolderError", "RunLogger", "add_run_arguments", "check_run_folder",
-           "prepare_run_folder", "read_metrics"]
+__all__ = ["LOCK_NAME", "RunFolder", "RunFolderError", "RunLogger", "add_run_arguments", "check_config_values",
+           "check_device", "check_run_folder", "prepare_run_folder", "read_metrics"]
 
 LOCK_NAME = ".polab.lock"
 
@@ -218,6 +218,74 @@ def prepare_run_folder(out, *, resume: bool, overwrite: bool) -> RunFolder:
         os.close(fd)
         raise
     return RunFolder(path, fd, resume=resume, overwrite=overwrite, removed=removed)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config_values(cfg, *, positive_ints=(), nonneg_ints=(), positive_floats=(), nonneg_floats=(),
+                        probabilities=(), nonempty=(), devices=()) -> None:
+    """Check an experiment's options before anything is loaded or written; ValueError names the option.
+
+    Each keyword lists field names of ``cfg`` (a dataclass); a list/tuple value is checked element-wise, and
+    ``None`` (an option left to its per-case default) passes. ``probabilities`` are open intervals (0, 1);
+    ``devices`` accept ``auto``, ``cpu`` and available ``cuda[:N]``/``mps`` devices.
+    """
+    import math
+    import numbers
+
+    def values(name):
+        v = getattr(cfg, name)
+        return [] if v is None else (list(v) if isinstance(v, (list, tuple)) else [v])
+
+    def bad(name, v, need):
+        shown = getattr(cfg, name)
+        raise ValueError(f"{_flag(name)} must be {need}; got {shown!r}.")
+
+    for name in nonempty:
+        if getattr(cfg, name) is not None and len(getattr(cfg, name)) == 0:
+            raise ValueError(f"{_flag(name)} needs at least one value.")
+    for name in positive_ints + nonneg_ints:
+        for v in values(name):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (1 if name in positive_ints else 0):
+                bad(name, v, "an integer >= 1" if name in positive_ints else "an integer >= 0")
+    for name in positive_floats + nonneg_floats + probabilities:
+        for v in values(name):
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            if name in probabilities:
+                ok = ok and 0.0 < v < 1.0
+            elif name in positive_floats:
+                ok = ok and v > 0.0
+            else:
+                ok = ok and v >= 0.0
+            if not ok:
+                bad(name, v, "in (0, 1)" if name in probabilities else
+                    "a finite number > 0" if name in positive_floats else "a finite number >= 0")
+    for name in devices:
+        check_device(getattr(cfg, name), option=_flag(name))
+
+
+def check_device(name: str, *, option: str = "--device") -> None:
+    """ValueError unless ``name`` is ``auto``, ``cpu``, or a CUDA/MPS device this machine has."""
+    import torch
+
+    if name in (None, "auto"):
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{option} {name}: this machine has no CUDA device; use --device cpu (or auto).")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{option} {name}: there are only {torch.cuda.device_count()} CUDA device(s).")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"{option} {name}: MPS is not available here; use --device cpu (or auto).")
+    elif dev.type != "cpu":
+        raise ValueError(f"{option} {name!r}: polab runs on auto, cpu, cuda or mps.")
 
 
 class RunLogger(MetricLogger):

@@ -87,7 +87,7 @@ from polab.estimators.sde import euler_maruyama, linear_diffusion, uniform_grid
 from polab.theory.diffusion_values import lq_euler_value, lq_value
 
 from ..checkpoint import atomic_write_text
-from ..run_folder import RunLogger, read_metrics
+from ..run_folder import RunLogger, check_config_values, prepare_run_folder, read_metrics
 
 __all__ = ["MartingalePEConfig", "ValueMLP", "lq_system", "quadratic_features", "run", "main"]
 
@@ -151,6 +151,7 @@ class MartingalePEConfig:
     pendulum_rollouts: int = 64
     quick: bool = False
     out: str = "runs/martingale-pe"
+    overwrite: bool = False  # write into a non-empty --out (otherwise refused)
 
 
 def _apply_quick(cfg: MartingalePEConfig) -> MartingalePEConfig:
@@ -534,8 +535,32 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _check(cfg: MartingalePEConfig) -> None:
+    """Every option checked before anything is computed or written (ValueError naming the option)."""
+    if isinstance(cfg.dim, bool) or not isinstance(cfg.dim, int) or not 1 <= cfg.dim <= 1000:
+        raise ValueError(f"--dim must be an integer in [1, 1000]; got {cfg.dim!r}.")
+    check_config_values(cfg, nonempty=("parts", "meshes", "path_counts", "pendulum_paths", "pendulum_subsample"),
+                        positive_ints=("mesh_paths", "path_counts", "chunk_paths", "eval_states", "neural_steps", "hidden",
+                                       "neural_paths_per_step", "pendulum_paths", "pendulum_subsample", "pendulum_steps",
+                                       "pendulum_eval_states", "pendulum_rollouts", "quadratic_max_dim", "covariance_max_features"),
+                        probabilities=("alpha",), devices=("device",),
+                        positive_floats=("beta", "horizon", "noise", "meshes", "paths_mesh", "neural_lr", "pendulum_beta"),
+                        nonneg_floats=("feedback_gain", "control_cost", "open_loop_scale", "pendulum_kp", "pendulum_kd",
+                                       "pendulum_action_noise"))
+
+
 def run(cfg: MartingalePEConfig) -> Path:
-    """Run the experiment; returns the run folder."""
+    """Run the experiment; returns the run folder.
+
+    The options are checked first; ``cfg.out`` must be new or empty unless ``cfg.overwrite``, and is locked
+    for the run (:func:`polab.scaled.run_folder.prepare_run_folder`).
+    """
+    _check(cfg)
+    with prepare_run_folder(cfg.out, resume=False, overwrite=cfg.overwrite):
+        return _run(cfg)
+
+
+def _run(cfg: MartingalePEConfig) -> Path:
     if cfg.quick:
         cfg = _apply_quick(cfg)
     for p in cfg.parts:
@@ -666,11 +691,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pendulum-rollouts", type=int, default=d.pendulum_rollouts)
     p.add_argument("--quick", action="store_true", help="small sizes (seconds on CPU) for smoke tests")
     p.add_argument("--out", default=d.out)
+    p.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")
     a = p.parse_args(argv)
     kw = {f.name: getattr(a, f.name) for f in dataclasses.fields(MartingalePEConfig) if hasattr(a, f.name)}
     cfg = MartingalePEConfig(**kw)
-    if cfg.dim < 1 or cfg.dim > 1000:
-        raise SystemExit(f"--dim must be in [1, 1000]; got {cfg.dim}.")
     out = run(cfg)
     print(f"run folder: {out}")
     return 0

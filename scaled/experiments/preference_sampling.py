@@ -6,8 +6,9 @@ Runs :class:`polab.scaled.trainers.preference.PreferenceTrainer` once per (schem
 seed), each in ``OUT/SCHEME/seed_S`` (same prompts, samples per step and
 reward queries per step for every scheme), then draws
 ``OUT/figures/reward_vs_steps.png``: the policy's reward against steps,
-mean ± standard error over seeds, one line per scheme. Finished runs are
-skipped, so the command can be re-run to resume.
+mean ± standard error over seeds, one line per scheme. ``--out`` must be new
+or empty; re-run with ``--resume`` to continue a grid (finished runs are
+skipped, interrupted ones resumed).
 
 Default grid: offline-best-of-n, offline-dpo, on-policy-best-of-n,
 on-policy-dpo (the 2 x 2 of sample source x negative gradient). On 2 CPU cores
@@ -75,16 +76,26 @@ def main(argv=None) -> int:
     p.add_argument("--model")
     p.add_argument("--out", default="runs/preference-sampling")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--resume", action="store_true", help="continue the grid in --out (finished runs are skipped)")
     args = p.parse_args(argv)
+    from ..run_folder import prepare_run_folder
+
     schemes = [s for s in args.schemes.split(",") if s]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        raise ValueError(f"--seeds must be integers separated by commas (e.g. 0,1,2); got {args.seeds!r}.") from None
+    if not schemes or not seeds:
+        raise ValueError("--schemes and --seeds need at least one value each.")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be an integer >= 1; got {args.steps}.")
     out = Path(args.out)
-    for sc in schemes:
-        for s in seeds:
-            run = out / sc / f"seed_{s}"
-            cfg = config_from_preset(args.preset, scheme=sc, seed=s, steps=args.steps, model=args.model, out=str(run),
-                                     progress=args.progress, tensorboard=False)
-            latest = run / "checkpoints" / "latest"
+    configs = {(sc, s): config_from_preset(args.preset, scheme=sc, seed=s, steps=args.steps, model=args.model,
+                                           out=str(out / sc / f"seed_{s}"), progress=args.progress, tensorboard=False)
+               for sc in schemes for s in seeds}  # every configuration checked before anything is written
+    with prepare_run_folder(out, resume=args.resume, overwrite=False):
+        for (sc, s), cfg in configs.items():
+            latest = Path(cfg.out) / "checkpoints" / "latest"
             if latest.is_file() and latest.read_text().strip() == f"step_{cfg.steps:08d}":
                 continue
             cfg.resume = latest.is_file()

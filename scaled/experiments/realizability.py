@@ -58,7 +58,7 @@ from polab.theory.bellman_operators import FiniteMDP, policy_value, q_values, we
 from polab.theory.realizability import concentrability, incompleteness_factor
 
 from ..checkpoint import atomic_write_text
-from ..run_folder import RunLogger, read_metrics
+from ..run_folder import RunLogger, check_config_values, prepare_run_folder, read_metrics
 
 __all__ = ["RealizabilityConfig", "run", "main"]
 
@@ -88,6 +88,7 @@ class RealizabilityConfig:
     ridge: float = 1e-6
     minimax_radius: float = 100.0
     out: str = "runs/realizability"
+    overwrite: bool = False  # write into a non-empty --out (otherwise refused)
 
 
 # ---------------------------------------------------------------------------
@@ -325,8 +326,33 @@ class _CartPole:
 ENVIRONMENTS = {"gridworld": _Gridworld, "cartpole": _CartPole}
 
 
+def _check(cfg: RealizabilityConfig) -> None:
+    """Every option checked before anything is computed or written (ValueError naming the option)."""
+    check_config_values(cfg, nonempty=("envs", "sizes"), positive_ints=("sizes", "seeds", "num_features", "grid_features",
+                                                                        "horizon", "mc_episodes"),
+                        probabilities=("gamma",), positive_floats=("feature_bandwidth", "minimax_radius"),
+                        nonneg_floats=("ridge", "target_epsilon", "behaviour_epsilon"))
+    for name in ("target_epsilon", "behaviour_epsilon"):
+        if getattr(cfg, name) > 1:
+            raise ValueError(f"--{name.replace('_', '-')} is a probability of acting at random: give a value in [0, 1]; "
+                             f"got {getattr(cfg, name)!r}.")
+    if cfg.features == "tabular" and "cartpole" in cfg.envs:
+        raise ValueError("features='tabular' exists only for the gridworld (CartPole's state is continuous); "
+                         "run with --envs gridworld, or choose --features random-fourier or neural.")
+
+
 def run(cfg: RealizabilityConfig) -> Path:
-    """Run the experiment; returns the run folder."""
+    """Run the experiment; returns the run folder.
+
+    The options are checked first; ``cfg.out`` must be new or empty unless ``cfg.overwrite``, and is locked
+    for the run (:func:`polab.scaled.run_folder.prepare_run_folder`).
+    """
+    _check(cfg)
+    with prepare_run_folder(cfg.out, resume=False, overwrite=cfg.overwrite):
+        return _run(cfg)
+
+
+def _run(cfg: RealizabilityConfig) -> Path:
     out = Path(cfg.out)
     for e in cfg.envs:
         if e not in ENVIRONMENTS:
@@ -408,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ridge", type=float, default=d.ridge)
     p.add_argument("--minimax-radius", type=float, default=d.minimax_radius)
     p.add_argument("--out", default=d.out)
+    p.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")
     a = p.parse_args(argv)
     cfg = RealizabilityConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RealizabilityConfig)})
     out = run(cfg)

@@ -5,7 +5,8 @@ GPU-scale configurations) the run
 
 1. trains a PPO policy under Gaussian observation noise
    (:mod:`polab.scaled.control.ppo`; cached in the run folder's checkpoint, so a
-   second run with the same training settings reuses it);
+   second run on the same ``--out`` with ``--resume`` and the same training
+   settings reuses it);
 2. for each smoothing scale sigma, runs ``--certify-episodes`` (default
    10,000) clean smoothed episodes in one vectorised environment and
    certifies the attacked expected return on a grid of total l2 budgets B with
@@ -65,6 +66,7 @@ from ..control.policies import make_actor_critic
 from ..control.ppo import PPOConfig, train_ppo
 from ..control.rollout import run_episodes
 from ..logger import MetricLogger, read_metrics
+from ..run_folder import check_config_values, prepare_run_folder
 
 __all__ = ["SmoothingCertifyConfig", "run", "main"]
 
@@ -124,6 +126,8 @@ class SmoothingCertifyConfig:
     pgd_step_multiplier: float = 2.0  # smoothed-pgd: steps = multiplier * remaining budget / step size (source 2)
     quick: bool = False
     out: str = "runs/smoothing-certify"
+    resume: bool = False  # reuse the trained policies cached in --out's checkpoint (where the settings match)
+    overwrite: bool = False  # start over in a non-empty --out (its cached policies are not reused)
 
     def settings(self, env: str) -> dict:
         """Sigmas, max budget and attack budgets for ``env`` (quick mode: one sigma, one attack budget)."""
@@ -188,8 +192,36 @@ def _attack_options(cfg: SmoothingCertifyConfig) -> dict:
     return dict(noise_samples=cfg.pgd_noise_samples, step_size=cfg.pgd_step_size, step_multiplier=cfg.pgd_step_multiplier)
 
 
+def _check(cfg: SmoothingCertifyConfig) -> None:
+    """Every option checked before any training or writing (ValueError naming the option)."""
+    check_config_values(cfg, nonempty=("envs", "sigmas", "attack_budgets", "attack_modes"), devices=("device",),
+                        positive_ints=("num_budgets", "certify_episodes", "attack_episodes", "batch_size", "train_steps",
+                                       "max_steps", "pgd_noise_samples"),
+                        probabilities=("alpha",), positive_floats=("sigmas", "pgd_step_size", "pgd_step_multiplier"),
+                        nonneg_floats=("max_budget", "attack_budgets"))
+    for e in cfg.envs:
+        if e not in ENV_SPECS:
+            raise ValueError(f"--envs: unknown environment {e!r}; choose from {sorted(ENV_SPECS)}.")
+        lo, hi = ENV_SPECS[e].reward_range
+        st = cfg.settings(e)
+        for sigma in st["sigmas"]:  # the certificate's own input checks, on two dummy returns, before any training
+            certify_returns(torch.tensor([float(lo), float(hi)], dtype=torch.float64), sigma=sigma, alpha=cfg.alpha,
+                            budgets=[float(st["max_budget"]), *map(float, st["attack_budgets"])], reward_range=(lo, hi))
+
+
 def run(cfg: SmoothingCertifyConfig) -> Path:
-    """Run the experiment; returns the run folder."""
+    """Run the experiment; returns the run folder.
+
+    The options are checked first; ``cfg.out`` must be new or empty unless ``cfg.resume`` (reuse the policies
+    cached there) or ``cfg.overwrite``, and is locked for the run
+    (:func:`polab.scaled.run_folder.prepare_run_folder`).
+    """
+    _check(cfg)
+    with prepare_run_folder(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite):
+        return _run(cfg)
+
+
+def _run(cfg: SmoothingCertifyConfig) -> Path:
     for e in cfg.envs:
         if e not in ENV_SPECS:
             raise ValueError(f"unknown environment {e!r}; choose from {sorted(ENV_SPECS)}.")
@@ -341,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="smoothed-pgd attack: steps per state = multiplier * remaining budget / step size")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=d.out)
+    p.add_argument("--resume", action="store_true", help="reuse the policies trained and cached in --out (same settings)")
+    p.add_argument("--overwrite", action="store_true", help="start over in --out even though it holds a run")
     a = p.parse_args(argv)
     cfg = SmoothingCertifyConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(SmoothingCertifyConfig)})
     out = run(cfg)

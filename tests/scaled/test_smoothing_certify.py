@@ -59,7 +59,8 @@ def test_quick_run_writes_a_complete_run_folder_and_reuses_the_policy(tmp_path):
     state = load_checkpoint(latest_checkpoint(out))
     assert set(state["policies"]) == {"cartpole", "mountaincar"}
     # a second run with the same settings loads the cached policies instead of training again
-    assert cli_main(["run", "smoothing-certify", "--quick", "--out", str(out)]) == 0
+    assert cli_main(["run", "smoothing-certify", "--quick", "--out", str(out)]) == 2  # a non-empty --out needs --resume
+    assert cli_main(["run", "smoothing-certify", "--quick", "--out", str(out), "--resume"]) == 0
     assert (out / "checkpoints" / "latest").read_text() == latest
     assert read_metrics(out / "metrics.csv") == rows  # same seed, same policies: identical numbers
 
