@@ -210,3 +210,24 @@ def test_two_ranks_share_scheduler_state(tmp_path):
             data = tiny_dataset()
             assert step["trl_prompts"] == [data[r]["prompt"] for r in step["prompt_rows"] for _ in range(2)]
     assert ranks[0]["steps"] == ranks[1]["steps"]
+
+
+def test_one_update_per_generation_with_reuse_and_none_in_evaluation(tmp_path):
+    # steps_per_generation = gradient_accumulation_steps = 2 and num_iterations = 2: TRL generates once every
+    # 4 micro-steps (2 optimizer steps), so 4 optimizer steps hold 2 generation steps.
+    from polab.scaled.models import load_model
+
+    lm = load_model("tiny-llama", seed=0)
+    scheduler = RecordingDump(list(SOURCES))
+    args = grpo_args(tmp_path, max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                     num_iterations=2, save_strategy="no")
+    trainer = CurriculumGRPOTrainer(model=lm.model, reward_funcs=source_reward, args=args,
+                                    train_dataset=tiny_dataset(), processing_class=lm.tokenizer, scheduler=scheduler)
+    trainer.train()
+    assert len(scheduler.calls) == 2
+    # Global generation batch: 2 per device x 2 steps per generation = 4 completions = 2 prompts x 2 generations.
+    assert [len(c["sources"]) for c in scheduler.calls] == [4, 4]
+    np.testing.assert_array_equal(scheduler.calls[-1]["advantages"], np.asarray(list(trainer._logs["advantages"])))
+    assert trainer.last_step.generation == 1
+    trainer.evaluate(eval_dataset=tiny_dataset())  # evaluation batches are not part of the curriculum
+    assert len(scheduler.calls) == 2 and trainer.last_step.generation == 1
