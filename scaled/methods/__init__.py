@@ -14,3 +14,6 @@ from .sample_filters import SAMPLE_FILTERS, SampleFilter
 
 __all__ = ["ADVANTAGES", "AdvantageEstimator", "AdvantageResult", "GroupEstimator", "Method", "REWARD_SHAPERS", "Registry",
            "RewardShaper", "SAMPLE_FILTERS", "SampleFilter", "canonical_name", "import_plugins"]
+from .preference import PAIR_LABELLERS, PREFERENCE_LOSSES, PairLabeller, PreferenceLossMethod, PreferenceStep  # noqa: E402
+
+__all__ += ["PAIR_LABELLERS", "PREFERENCE_LOSSES", "PairLabeller", "PreferenceLossMethod", "PreferenceStep"]

@@ -58,7 +58,7 @@ from polab.estimators.reward_shaping import edit_distance_step_rewards, pcpg_ker
 from polab.estimators.spo import chain_segment_advantages, cutpoint_mask, cutpoint_segments, segment_starts
 
 from ..rollout import continuation_texts, token_logprobs
-from .registry import Method, Registry, canonical_name
+from .registry import CriticState, Method, Registry, canonical_name
 
 __all__ = ["ADVANTAGES", "AdvantageEstimator", "AdvantageResult", "GroupEstimator"]
 
@@ -170,6 +170,8 @@ class SPOChainOptions:
     cutpoints_per_segment: int = field(default=2, metadata={"help": "the paper's interval: cutpoints per segment"})
     mc_samples: int = field(default=2, metadata={"help": "continuations per segment start for its Monte Carlo value"})
     probability_mask: bool = field(default=True, metadata={"help": "policy loss on cutpoint tokens only"})
+    placement: str = field(default="before", metadata={"help": "segment boundaries just before cutpoints (the authors' code) or after (polab's earlier form)",
+                                                       "choices": ("before", "after")})
 
 
 @ADVANTAGES.register("spo-chain")
@@ -197,7 +199,7 @@ class SPOChainAdvantage(AdvantageEstimator):
             lp = trainer.logprob_module(batch.input_ids, batch.attention_mask, batch.prompt_length, G, cfg.temperature)
         lp = lp.detach().double().cpu()
         m = rollout.response_mask.detach().double().cpu()
-        seg = cutpoint_segments(lp, m, threshold=o.threshold, cutpoints_per_segment=o.cutpoints_per_segment)
+        seg = cutpoint_segments(lp, m, threshold=o.threshold, cutpoints_per_segment=o.cutpoints_per_segment, placement=o.placement)
         starts = segment_starts(seg)
         n = rewards.shape[0]
         K = max(1, max(len(s) for s in starts))
@@ -240,7 +242,7 @@ class SPOChainAdvantage(AdvantageEstimator):
 @dataclass
 class PPOGAEOptions:
     gamma: float = field(default=1.0, metadata={"help": "discount (1.0 as TRL's PPOConfig; polab.estimators.gae.PPO_RECIPE_DEFAULTS)"})
-    lambda_: float = field(default=0.95, metadata={"help": "GAE lambda (0.95 as TRL's PPOConfig)"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda (0.95 as TRL's PPOConfig)"})
     truncation: str = field(default="terminal", metadata={"help": "responses cut at max_new_tokens: terminal (PPO) or bootstrap (T-PPO's EGAE)",
                                                           "choices": ("terminal", "bootstrap")})
     kl_in_reward: bool = field(default=True, metadata={"help": "kl_coef enters the token rewards (the RLHF PPO recipe), not the loss"})
@@ -249,20 +251,20 @@ class PPOGAEOptions:
 
 
 @ADVANTAGES.register("ppo-gae")
-class PPOGAEAdvantage(AdvantageEstimator):
+class PPOGAEAdvantage(CriticState, AdvantageEstimator):
     """PPO with a critic and token-level GAE (verl whitening); T-PPO's extended GAE for truncated responses."""
 
     Options = PPOGAEOptions
     metrics = ("value_loss", "value_clip_fraction", "value_mean")
     summed_metrics = ("value_loss",)  # each rank's value is already weighted by its share of the batch
-    legacy_options = {"gae_gamma": "gamma", "gae_lambda": "lambda_", "gae_truncation": "truncation",
+    legacy_options = {"gae_gamma": "gamma", "gae_lambda": "gae_lambda", "gae_truncation": "truncation",
                       "gae_kl_in_reward": "kl_in_reward", "value_lr": "value_lr", "value_clip": "value_clip"}
 
     @classmethod
     def validate(cls, o, config) -> list[str]:
         errs = []
-        if not (0 <= o.gamma <= 1 and 0 <= o.lambda_ <= 1):
-            errs.append("ppo-gae.gamma and ppo-gae.lambda_ must lie in [0, 1]")
+        if not (0 <= o.gamma <= 1 and 0 <= o.gae_lambda <= 1):
+            errs.append("ppo-gae.gamma and ppo-gae.gae_lambda must lie in [0, 1]")
         if o.truncation not in ("terminal", "bootstrap"):
             errs.append(f"ppo-gae.truncation must be 'terminal' or 'bootstrap', got {o.truncation!r}")
         if not o.value_lr > 0 or not o.value_clip > 0:
@@ -276,20 +278,6 @@ class PPOGAEAdvantage(AdvantageEstimator):
         # the copied output projection takes no part in the value (unless tied to the embedding)
         self.critic_model = trainer.wrap_ddp(self.critic, find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.options.value_lr, weight_decay=trainer.cfg.weight_decay)
-
-    def models(self) -> dict:
-        return {"critic": self.critic}
-
-    def state_dict(self) -> dict:
-        return {"critic": self.critic.state_dict(), "critic_optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "critic_optimizer" not in state:
-            raise ValueError("advantage: the checkpoint holds no critic (it was not written with advantage 'ppo-gae'); "
-                             "resume with the advantage the run started with.")
-        if "critic" in state:
-            self.critic.load_state_dict(state["critic"])
-        self.optimizer.load_state_dict(state["critic_optimizer"])
 
     def loss_kl_coef(self, kl_coef: float) -> float:
         return 0.0 if self.options.kl_in_reward else kl_coef
@@ -312,9 +300,9 @@ class PPOGAEAdvantage(AdvantageEstimator):
         if o.truncation == "bootstrap":
             lengths = resp_mask.sum(1).long()  # value after the last generated token of each row: column (length) of v_all
             boot = v_all[torch.arange(v_all.shape[0], device=dev), lengths]
-            res = extended_gae(tok_r, values, resp_mask, batch.truncated.to(dev), boot, gamma=o.gamma, lambda_=o.lambda_, whiten="verl")
+            res = extended_gae(tok_r, values, resp_mask, batch.truncated.to(dev), boot, gamma=o.gamma, lambda_=o.gae_lambda, whiten="verl")
         else:
-            res = token_gae(tok_r, values, resp_mask, gamma=o.gamma, lambda_=o.lambda_, whiten="verl")
+            res = token_gae(tok_r, values, resp_mask, gamma=o.gamma, lambda_=o.gae_lambda, whiten="verl")
         return AdvantageResult(token=res.advantages, loss_inputs=dict(token_rewards=tok_r, values=values, returns=res.returns,
                                                                        truncated=batch.truncated))
 

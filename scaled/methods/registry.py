@@ -47,7 +47,7 @@ import difflib
 import importlib
 from typing import Any, ClassVar
 
-__all__ = ["Method", "Registry", "canonical_name", "import_plugins", "options_from_dict"]
+__all__ = ["CriticState", "Method", "Registry", "canonical_name", "import_plugins", "options_from_dict"]
 
 
 def canonical_name(name: str) -> str:
@@ -94,6 +94,23 @@ class Method:
     def models(self) -> dict:
         """Modules saved as weights in checkpoints (name -> nn.Module)."""
         return {}
+
+
+class CriticState:
+    """Mixin of methods that train a critic: ``self.critic`` (a module) and ``self.optimizer`` are their checkpoint state."""
+
+    def models(self) -> dict:
+        return {"critic": self.critic}
+
+    def state_dict(self) -> dict:
+        return {"critic": self.critic.state_dict(), "critic_optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "critic_optimizer" not in state:
+            raise ValueError(f"resume: the checkpoint holds no critic for method {self.name!r}; resume with the method the run started with.")
+        if "critic" in state:  # weights may come separately (checkpoint models)
+            self.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["critic_optimizer"])
 
 
 def options_from_dict(cls: type[Method], values: dict | None):

@@ -335,6 +335,10 @@ class Trainer:
         """Metrics after the methods' (new columns go last, so earlier runs' column order is kept)."""
         return []
 
+    def reward_of(self, text: str, problem) -> float:
+        """The task's total reward of one response (``self.task``: the task protocol of :mod:`polab.scaled.tasks`)."""
+        return float(self.task.reward(text, problem).total)
+
     def seed_for(self, step: int, stream: str, *, rank: int | None = None) -> int:
         """The seed of random stream ``stream`` at ``step`` on this rank (:func:`step_seed`)."""
         return step_seed(self.cfg.seed, step, self.dist.rank if rank is None else rank, stream)

@@ -300,9 +300,6 @@ class GRPOTrainer(Trainer):
     def load_extra_state(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def reward_of(self, text: str, problem) -> float:
-        return float(self.task.reward(text, problem).total)
-
     def plot(self) -> None:
         from ..report import plot_grpo_run
 

@@ -26,7 +26,8 @@ from polab.estimators.reward_shaping import (edit_distance, order_swap_debias, p
 from polab.scaled.tasks.arithmetic import AdditionProblem, ArithmeticTask
 from polab.scaled.methods import ADVANTAGES
 from polab.scaled.trainers.grpo import GRPOTrainer
-from polab.scaled.trainers.preference import TRAINER_SCHEMES, PreferenceTrainer, config_from_preset
+from polab.scaled.methods.preference import PREFERENCE_LOSSES
+from polab.scaled.trainers.preference import PreferenceTrainer, config_from_preset
 from tests.scaled.grpo_fixtures import tiny_config
 
 
@@ -159,7 +160,7 @@ def test_ai_feedback_labels_come_from_the_debiased_judge_and_feed_the_core_loss(
     assert bool((li["rewards"][0::2] > 0.5).all()) and torch.equal(li["rewards"][0::2] + li["rewards"][1::2], torch.ones(rows // 2))
     # the trainer's loss is the scheme's core loss on the judged pairs
     core = scheme_loss(PREFERENCE_SCHEMES[cfg.scheme], li["logp"], li["ref_logp"], li["rewards"], li["group_ids"], beta=cfg.beta,
-                       label_smoothing=cfg.label_smoothing, pairing=cfg.pairing, **tr.method_loss_kwargs())
+                       label_smoothing=cfg.label_smoothing, pairing=cfg.pairing, **tr.scheme.method_loss_kwargs())
     assert float(core.loss) == pytest.approx(float(li["loss"]), rel=1e-6)  # float32
     assert res.metrics["num_pairs"] == float(kept.sum())
     assert len(moved(tr.policy, before)) == len(before)
@@ -172,8 +173,8 @@ def test_ai_feedback_label_does_not_depend_on_which_answer_is_called_a(tmp_path)
     prompts = ["Describe a cat."]
     texts = ["A small furry animal that purrs.", "Cat."]
     rewards = torch.tensor([0.4, 0.8])
-    fwd = tr.judge_pairs(prompts, texts, rewards)
-    rev = tr.judge_pairs(prompts, texts[::-1], rewards.flip(0))
+    fwd = tr.pair_labeller.judge_pairs(tr, prompts, texts, rewards)
+    rev = tr.pair_labeller.judge_pairs(tr, prompts, texts[::-1], rewards.flip(0))
     # swapping A and B swaps the two orders the judge sees: P(A > B) -> 1 - P(A > B), strength -> -strength
     # (same sequences through the float32 judge, tolerance 1e-6)
     assert float(rev["prob_a"][0]) == pytest.approx(1.0 - float(fwd["prob_a"][0]), abs=1e-6)
@@ -189,8 +190,8 @@ def test_step_sums_partition_the_tokens(tmp_path):
     tr = PreferenceTrainer(config_from_preset("tiny", scheme="offline-direct-advantage-po", dapo_step_tokens=2, out=str(tmp_path / "s")))
     tok = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0, 0.0]])
-    assert torch.equal(tr.step_sums(tok, mask), torch.tensor([[3.0, 7.0, 5.0], [3.0, 3.0, 0.0]]))
-    step_mask, cols = tr.step_layout(mask)
+    assert torch.equal(tr.scheme.step_sums(tok, mask), torch.tensor([[3.0, 7.0, 5.0], [3.0, 3.0, 0.0]]))
+    step_mask, cols = tr.scheme.step_layout(mask)
     assert torch.equal(step_mask, torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])) and cols.tolist() == [0, 2, 4, 5]
     tr.logger.close()
 
@@ -206,7 +207,7 @@ def test_direct_advantage_po_step_uses_the_core_critic_and_actor_losses(tmp_path
     # critic targets: the prompt state's value is its group's mean reward
     t = li["critic_targets"]
     torch.testing.assert_close(t.value[:cfg.prompts_per_step], li["rewards"].double().view(-1, G).mean(1), rtol=1e-6, atol=0)
-    assert float(li["value_loss"]) == pytest.approx(float(critic_loss(li["critic_pred"].double(), t.value, kind=cfg.dapo_critic_loss,
+    assert float(li["value_loss"]) == pytest.approx(float(critic_loss(li["critic_pred"].double(), t.value, kind=tr.scheme.options.critic_loss,
                                                                       weights=t.num_rollouts.double())), rel=1e-10)
     # step advantages from the updated critic, the final state valued by the reward; the loss is the core objective
     adv = step_advantages(li["values"].double(), li["step_mask"].double(), final_values=li["rewards"].double())
@@ -214,7 +215,7 @@ def test_direct_advantage_po_step_uses_the_core_critic_and_actor_losses(tmp_path
     core = direct_advantage_po_loss(li["logp"], li["ref_logp"], li["advantages"].to(li["logp"].dtype), li["step_mask"], beta=cfg.beta,
                                     state_ids=li["state_ids"])
     assert torch.equal(core.loss, li["loss"])
-    if cfg.dapo_center_states:  # the first step of every response of a prompt is taken from the same state
+    if tr.scheme.options.center_states:  # the first step of every response of a prompt is taken from the same state
         assert bool((li["state_ids"][:, 0].view(-1, G) == li["state_ids"][::G, 0, None]).all())
     assert len(moved(tr.policy, before)) == len(before)
     assert moved(tr.critic, critic_before)  # the critic took its own step
@@ -234,8 +235,8 @@ def test_direct_advantage_po_resumes_exactly(tmp_path):
 
 
 def test_preference_config_errors(tmp_path):
-    assert "offline-direct-advantage-po" in TRAINER_SCHEMES
-    with pytest.raises(ValueError, match="pair_labels must be one of"):
+    assert "offline-direct-advantage-po" in PREFERENCE_LOSSES
+    with pytest.raises(ValueError, match="--pair-labels: unknown pair labeller 'judge'"):
         config_from_preset("tiny", pair_labels="judge", out=str(tmp_path / "a")).validate()
     with pytest.raises(ValueError, match="uses no pairs"):
         config_from_preset("tiny", pair_labels="ai-feedback", scheme="offline-direct-advantage-po", out=str(tmp_path / "b")).validate()
@@ -275,7 +276,7 @@ def test_ai_feedback_one_real_step_on_smollm2(tmp_path):
     assert torch.equal(order_swap_debias(j["p_first_ab"], j["p_first_ba"]).prob_a, j["prob_a"])
     assert 0.0 <= res.metrics["judge_consistency"] <= 1.0 and 0 < res.metrics["policy_reward"] <= 1
     if li["loss"] is not None:
-        core = scheme_loss(cfg.scheme, li["logp"], li["ref_logp"], li["rewards"], li["group_ids"], beta=cfg.beta, **tr.method_loss_kwargs())
+        core = scheme_loss(cfg.scheme, li["logp"], li["ref_logp"], li["rewards"], li["group_ids"], beta=cfg.beta, **tr.scheme.method_loss_kwargs())
         assert float(core.loss) == pytest.approx(float(li["loss"]), rel=1e-6)
         assert not torch.equal(before, w.detach())
     tr.logger.close()

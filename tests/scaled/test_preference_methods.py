@@ -42,7 +42,7 @@ def test_tiny_trainer_step_uses_the_core_loss_and_moves_every_parameter(tmp_path
     li = res.loss_inputs
     assert li["loss"] is not None, "no informative pair or group in this step"
     core = scheme_loss(PREFERENCE_SCHEMES[scheme], li["logp"], li["ref_logp"], li["rewards"], li["group_ids"],
-                       beta=cfg.beta, label_smoothing=cfg.label_smoothing, pairing=cfg.pairing, **tr.method_loss_kwargs())
+                       beta=cfg.beta, label_smoothing=cfg.label_smoothing, pairing=cfg.pairing, **tr.scheme.method_loss_kwargs())
     assert isinstance(core, RESULT_TYPE[PREFERENCE_SCHEMES[scheme].loss])
     assert float(core.loss) == pytest.approx(float(li["loss"]), rel=1e-6)  # float32
     changed = [k for k, v in tr.policy.named_parameters() if not torch.equal(v.detach(), before[k])]
@@ -52,7 +52,7 @@ def test_tiny_trainer_step_uses_the_core_loss_and_moves_every_parameter(tmp_path
 
 
 def test_config_rejects_unknown_scheme_and_bad_options(tmp_path):
-    with pytest.raises(ValueError, match="scheme must be one of"):
+    with pytest.raises(ValueError, match="--scheme: unknown preference loss 'on-policy-dapo'"):
         config_from_preset("tiny", scheme="on-policy-dapo", out=str(tmp_path / "x")).validate()
     with pytest.raises(ValueError, match="opa_anchor"):
         config_from_preset("tiny", scheme="on-policy-opa-dpo", opa_anchor="hinge", out=str(tmp_path / "y")).validate()
@@ -82,6 +82,6 @@ def test_one_real_step_on_smollm2(tmp_path, scheme):
     assert li["loss"] is not None  # CoPG uses every within-prompt pair, ties included
     assert not torch.equal(before, w.detach())
     core = scheme_loss(scheme, li["logp"], li["ref_logp"], li["rewards"], li["group_ids"], beta=cfg.beta,
-                       **tr.method_loss_kwargs())
+                       **tr.scheme.method_loss_kwargs())
     assert float(core.loss) == pytest.approx(float(li["loss"]), rel=1e-6)
     tr.logger.close()
