@@ -107,7 +107,7 @@ from polab.estimators.pg_optimizers import METHODS, PGMethod, PolicyGradientOpti
 from polab.theory.pg_sample_complexity import METHOD_INFO
 
 from ..checkpoint import atomic_write_text
-from ..run_folder import RunLogger, read_metrics
+from ..run_folder import RunLogger, check_config_values, prepare_run_folder, read_metrics
 
 __all__ = ["PGOptimizersConfig", "run", "main", "step_size0", "ENV_IDS", "METHOD_IDS"]
 
@@ -140,6 +140,7 @@ class PGOptimizersConfig:
     hidden: int = 32
     hidden_mujoco: int = 64
     out: str = "runs/pg_optimizers"
+    overwrite: bool = False  # write into a non-empty --out (otherwise refused)
 
 
 class _Policy(torch.nn.Module):
@@ -294,6 +295,14 @@ def run(cfg: PGOptimizersConfig) -> Path:
             raise ValueError(f"{name} must be a finite number > 0 (or None for the HARPG options); got {v!r}.")
     if cfg.seeds < 1 or cfg.budget < 1 or cfg.episodes_per_batch < 2:
         raise ValueError("seeds and budget must be >= 1 and episodes_per_batch >= 2 (the leave-one-out baseline needs two episodes).")
+    check_config_values(cfg, positive_ints=("max_episode_steps", "hidden", "hidden_mujoco"), nonempty=("envs", "methods"))
+    if not (isinstance(cfg.gamma, (int, float)) and 0.0 < cfg.gamma <= 1.0):
+        raise ValueError(f"--gamma must be in (0, 1]; got {cfg.gamma!r}.")
+    with prepare_run_folder(cfg.out, resume=False, overwrite=cfg.overwrite):
+        return _run(cfg)
+
+
+def _run(cfg: PGOptimizersConfig) -> Path:
     torch.set_num_threads(1)
     out = Path(cfg.out)
     logger = RunLogger(out, dataclasses.asdict(cfg), COLUMNS, tensorboard=False)
@@ -364,11 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hessian-clip", type=float, default=d.hessian_clip,
                    help="(N)-HARPG only: shrink the Hessian-vector estimate to norm <= L |theta_t - theta_{t-1}| (default: off)")
     p.add_argument("--out", default=d.out)
+    p.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")
     a = p.parse_args(argv)
     cfg = PGOptimizersConfig(envs=a.envs, methods=a.methods, seeds=a.seeds, seed=a.seed, budget=a.budget,
                              episodes_per_batch=a.episodes_per_batch, max_episode_steps=a.max_episode_steps, gamma=a.gamma,
                              step_size_normalized=a.step_size_normalized, step_size_unnormalized=a.step_size_unnormalized,
-                             step_size_n_harpg=a.step_size_n_harpg, step_size_harpg=a.step_size_harpg, hessian_clip=a.hessian_clip, out=a.out)
+                             step_size_n_harpg=a.step_size_n_harpg, step_size_harpg=a.step_size_harpg, hessian_clip=a.hessian_clip, out=a.out, overwrite=a.overwrite)
     out = run(cfg)
     s = json.loads((out / "summary.json").read_text())
     for e, per in s["final_return"].items():
