@@ -12,9 +12,11 @@ asserts ``isinstance(sampler, AbstractSampler)`` and
 ``data.dataloader_num_workers == 0``, and after every training step
 ``verl/trainer/ppo/ray_trainer.py`` (``RayPPOTrainer.fit``) calls
 ``sampler.update(batch=batch)`` when the sampler is an
-``AbstractCurriculumSampler``. The interface exists in verl 0.4 to 0.7.1; it
-was removed in verl 0.8.0 (neither 0.8.0, 0.9.0 nor 0.9.1 has
-``verl/experimental/dataset/sampler.py`` or a ``class_path`` setting).
+``AbstractCurriculumSampler``. ``sampler.py`` is byte-identical in the
+wheels of verl 0.5.0, 0.6.1 and 0.7.1 (0.5.0 and 0.6.1 load the class with
+``load_extern_type``, which also accepts ``pkg://``); it is absent from 0.4.x
+and was removed in 0.8.0 (0.8.0, 0.9.0 and 0.9.1 have neither the file nor a
+``class_path`` setting).
 
 ``DumpCurriculumSampler`` (built on first access, so that importing this
 module does not import verl) subclasses verl's ``AbstractCurriculumSampler``
@@ -250,7 +252,7 @@ def verl_sampler_class(base: type | None = None) -> type:
         except ModuleNotFoundError as exc:
             raise ImportError(
                 f"DumpCurriculumSampler needs verl's curriculum interface (verl.experimental.dataset.sampler, "
-                f"present in verl <= {VERL_INTERFACE_VERSION}, removed in 0.8.0): {exc}. "
+                f"in verl 0.5.0 to {VERL_INTERFACE_VERSION}, removed in 0.8.0): {exc}. "
                 f"Install `verl=={VERL_INTERFACE_VERSION}`."
             ) from exc
     cls = type(

@@ -32,6 +32,7 @@ from polab.integrations.verl import VERL_INTERFACE_VERSION, DumpSamplerCore, ver
 SAMPLER = "verl/experimental/dataset/sampler.py"
 MAIN_PPO = "verl/trainer/main_ppo.py"
 RAY_TRAINER = "verl/trainer/ppo/ray_trainer.py"
+IMPORT_UTILS = "verl/utils/import_utils.py"
 SOURCES = ("kk_3", "kk_4", "kk_5")
 
 
@@ -49,7 +50,7 @@ def _wheel() -> Path:
 @pytest.fixture(scope="module")
 def verl_source() -> dict[str, str]:
     with zipfile.ZipFile(_wheel()) as z:
-        return {name: z.read(name).decode() for name in (SAMPLER, MAIN_PPO, RAY_TRAINER)}
+        return {name: z.read(name).decode() for name in (SAMPLER, MAIN_PPO, RAY_TRAINER, IMPORT_UTILS)}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,31 @@ def test_constructed_and_updated_as_verl_calls_it(verl_source, verl_classes):
     rows = next(iter(loader))
     loader.sampler.update(batch=_batch(rows, rng=np.random.default_rng(0)))
     assert sampler.scheduler.num_updates == 1 and int(sampler.scheduler.counts.sum()) == 2 * len(rows)
+
+
+def test_loaded_by_verls_own_loader(verl_source, verl_classes, monkeypatch):
+    """verl's load_extern_object (stdlib-only module, executed from the wheel) finds the class by name.
+
+    The class is built on first access by ``from verl.experimental.dataset.sampler import
+    AbstractCurriculumSampler``; that module is provided here from verl's source (verl itself needs ray).
+    """
+    import types
+
+    import polab.integrations.verl as module
+
+    ns = {"__name__": "verl_import_utils_under_test"}
+    exec(compile(verl_source[IMPORT_UTILS], IMPORT_UTILS, "exec"), ns)
+    fake = types.ModuleType("verl.experimental.dataset.sampler")
+    fake.AbstractSampler, fake.AbstractCurriculumSampler = verl_classes
+    for name in ("verl", "verl.experimental", "verl.experimental.dataset"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "verl.experimental.dataset.sampler", fake)
+    try:
+        cls = ns["load_extern_object"]("pkg://polab.integrations.verl", "DumpCurriculumSampler")
+        sampler = cls(data_source=_dataset(), data_config=_config())
+        assert isinstance(sampler, verl_classes[1]) and cls is module.DumpCurriculumSampler
+    finally:
+        vars(module).pop("DumpCurriculumSampler", None)  # built against the stand-in module: do not keep it
 
 
 # -- behaviour ---------------------------------------------------------------------------------------
