@@ -167,3 +167,11 @@ def test_wandb_offline_writes_locally(tmp_path, monkeypatch):
     # the offline record holds the logged values (protobuf strings are stored verbatim)
     assert b"marker-method-xyz" in blob and b"0.123456789" in blob
     assert [r["method"] for r in read_metrics(tmp_path)] == ["marker-method-xyz"] * 2
+    # resuming continues the same wandb run (same id); a fresh run gets a new id
+    with MetricLogger(tmp_path, backends=("csv", "wandb"), resume_step=0) as log:
+        log.log(1, {"loss": 0.25})
+    assert (tmp_path / "wandb_run_id.txt").read_text().strip() == run_id
+    assert [r["loss"] for r in read_metrics(tmp_path)] == [0.123456789, 0.25]
+    with MetricLogger(tmp_path, backends=("csv", "wandb")):
+        pass
+    assert (tmp_path / "wandb_run_id.txt").read_text().strip() != run_id
