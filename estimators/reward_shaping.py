@@ -46,7 +46,20 @@ What is confirmed and what is reconstructed
   preference strength"; the order-swap average, the perplexity definition
   (exp of the mean negative log-probability of a verdict statement, averaged
   over paraphrases) and the strength as the log-perplexity gap between the
-  two verdicts are our **reconstruction** (paper text unavailable).
+  two verdicts are our **reconstruction** (paper text unavailable). The
+  authors' repository (rbao2018/self_ref_feedback at
+  90edcf6273ea0d6076cf8d48c8daa07a6bd45e19) holds the reward-model and PPO
+  training code only; the feedback generation (the judge's own reference
+  answer, the self-consistency step, the semantic perplexity) is not in it,
+  so those three remain unconfirmed. Confirmed from it: the reward-model loss
+  ``RLXF/trainer/rm_trainer.py::LogExpWithLMLoss`` is
+  :math:`\log(1+e^{m + r_r - r_c}) = -\log\sigma(r_c - r_r - m)` with the
+  per-pair margin :math:`m` read from the data's ``"margin"`` field
+  (``RLXF/dataset/reward_dataset.py``; used only with ``--use_margin``, off by
+  default in ``RLXF/parse.py``), plus ``lm_loss_coef`` times the language-model
+  cross-entropy of the chosen response (``--lm_loss_coef`` default 1.0 in
+  ``parse.py``, added only when above 1e-6): :func:`margin_reward_model_loss`
+  with ``margin_scale=1`` and ``lm_nll``/``lm_loss_coef``.
 
 References
 ----------
@@ -591,17 +604,24 @@ def preference_strength(ppl_prefer_a, ppl_prefer_b, *, ppl_prefer_a_swapped=None
     return s
 
 
-def margin_reward_model_loss(reward_chosen, reward_rejected, margin=None, *, margin_scale: float = 1.0) -> torch.Tensor:
+def margin_reward_model_loss(reward_chosen, reward_rejected, margin=None, *, margin_scale: float = 1.0,
+                             lm_nll=None, lm_loss_coef: float = 0.0) -> torch.Tensor:
     r"""Reward-model loss with a preference-strength margin: :math:`-\log\sigma(r_c - r_r - \kappa\,m)`, mean over pairs.
 
     ``margin=None`` is the plain Bradley–Terry loss; a larger margin for
     strongly preferred pairs is Llama 2's margin loss, here fed by
-    :func:`preference_strength`.
+    :func:`preference_strength`. With ``lm_nll`` (the language-model
+    cross-entropy of the chosen responses, a scalar) the loss adds
+    ``lm_loss_coef * lm_nll``, as the self-reference-feedback authors'
+    ``LogExpWithLMLoss`` does (coefficient 1.0 by default in their
+    ``parse.py``; module docstring).
 
     Shapes
     ------
-    reward_chosen, reward_rejected, margin : [pairs] -> scalar
+    reward_chosen, reward_rejected, margin : [pairs] -> scalar; lm_nll : scalar
     """
+    if not (lm_loss_coef >= 0 and lm_loss_coef < float("inf")):
+        raise ValueError(f"lm_loss_coef must be a finite number >= 0; got {lm_loss_coef}.")
     rc = as_tensor(reward_chosen, name="reward_chosen")
     rr = as_tensor(reward_rejected, name="reward_rejected").to(device=rc.device, dtype=rc.dtype)
     check_same_shape(rc, rr, names=("reward_chosen", "reward_rejected"))
@@ -613,4 +633,10 @@ def margin_reward_model_loss(reward_chosen, reward_rejected, margin=None, *, mar
         check_same_shape(rc, mg, names=("reward_chosen", "margin"))
         check_finite(mg, name="margin")
         z = z - margin_scale * mg
-    return -F.logsigmoid(z).mean()
+    loss = -F.logsigmoid(z).mean()
+    if lm_nll is not None and lm_loss_coef > 0:
+        nll = as_tensor(lm_nll, name="lm_nll").to(device=rc.device, dtype=rc.dtype)
+        if nll.ndim != 0:
+            raise ValueError(f"lm_nll must be a scalar (the mean token cross-entropy); got shape {tuple(nll.shape)}.")
+        loss = loss + lm_loss_coef * nll
+    return loss

@@ -198,3 +198,17 @@ def test_margin_reward_model_loss():
         order_swap_debias(torch.tensor([1.2]), torch.tensor([0.5]))
     with pytest.raises(ValueError, match="positive"):
         preference_strength(torch.tensor([0.0]), torch.tensor([1.0]))
+
+
+def test_margin_loss_matches_the_self_reference_authors_logexp_form_with_lm_term():
+    # rbao2018/self_ref_feedback RLXF/trainer/rm_trainer.py::LogExpWithLMLoss: log(1 + exp(m + r_r - r_c)) averaged,
+    # + lm_loss_coef * LM cross-entropy. r_c = (2, 0), r_r = (1, 1), m = (0.5, 0), coef 1, nll 0.3:
+    # (log(1 + e^{-0.5}) + log(1 + e^{1})) / 2 + 0.3
+    rc = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    rr = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    m = torch.tensor([0.5, 0.0], dtype=torch.float64)
+    want = (math.log1p(math.exp(-0.5)) + math.log1p(math.exp(1.0))) / 2 + 0.3
+    got = margin_reward_model_loss(rc, rr, m, lm_nll=torch.tensor(0.3, dtype=torch.float64), lm_loss_coef=1.0)
+    assert float(got) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="lm_loss_coef"):
+        margin_reward_model_loss(rc, rr, lm_nll=torch.tensor(0.3), lm_loss_coef=-1.0)
