@@ -60,6 +60,13 @@ its adaptive-entropy state (``GRPOTrainer._save_checkpoint`` /
 
 These are private TRL methods: the class checks at construction that they
 exist and names the tested TRL version when they do not.
+
+The scheduler receives exactly the advantages TRL trains on, one per
+completion: a completion for which every reward function returned ``None``
+gets advantage 0 from TRL and is fed as 0. With TRL's default
+``scale_rewards="group"`` the advantages are standardised within each group,
+so DUMP's learnability (mean :math:`|A|`) mostly measures the fraction of
+groups with non-zero reward variance, as in the authors' verl setting.
 """
 
 from __future__ import annotations
