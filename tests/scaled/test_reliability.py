@@ -354,3 +354,162 @@ def tiny_model():
     from polab.scaled.models import load_model
 
     return load_model("tiny-llama", seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# misuse through the command line (python -m polab.scaled.cli train ...): exit 2, the option named, no traceback
+TRAIN = ["train", "grpo", "--preset", "tiny", "--no-progress", "--no-tensorboard"]
+
+
+def _cli(capsys, argv):
+    """Exit code and stderr of the polab CLI run in this process (an uncaught exception fails the test)."""
+    from polab.scaled.cli import main as cli_main
+
+    capsys.readouterr()
+    rc = cli_main(argv)
+    return rc, capsys.readouterr().err
+
+
+def _assert_clean_refusal(rc, err, option):
+    import re
+
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert re.search(option, err), f"{option!r} not named in: {err}"
+
+
+@pytest.mark.parametrize("extra, option", [
+    (["--checkpoint-every", "0"], r"checkpoint[-_]every"),
+    (["--checkpoint-every", "-1"], r"checkpoint[-_]every"),
+    (["--micro-batch-size", "-4"], r"micro[-_]batch[-_]size"),
+    (["--device", "junk"], r"device"),
+    (["--temperature", "nan"], r"temperature"),
+    (["--max-new-tokens", "0"], r"max[-_]new[-_]tokens"),
+    (["--clip-low", "-1"], r"clip[-_]low"),
+])
+def test_cli_bad_option_exits_2_before_anything_is_written(tmp_path, capsys, extra, option):
+    out = tmp_path / "run"
+    rc, err = _cli(capsys, TRAIN + extra + ["--out", str(out)])
+    _assert_clean_refusal(rc, err, option)
+    assert not out.exists()  # validated before the model is loaded or the folder is created
+
+
+def test_cli_torch_threads_negative_exits_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, err = _cli(capsys, ["train", "preference", "--preset", "tiny", "--no-progress", "--no-tensorboard",
+                            "--torch-threads", "-1", "--out", str(out)])
+    _assert_clean_refusal(rc, err, r"torch[-_]threads")
+    assert not out.exists()
+
+
+def test_cli_bad_out_paths_exit_2(tmp_path, capsys):
+    rc, err = _cli(capsys, TRAIN + ["--out", ""])
+    _assert_clean_refusal(rc, err, r"--out")
+    (tmp_path / "afile").write_text("x")
+    rc, err = _cli(capsys, TRAIN + ["--out", str(tmp_path / "afile" / "sub")])
+    _assert_clean_refusal(rc, err, r"afile")
+
+
+@pytest.mark.xfail(strict=True, raises=Exception, reason=(
+    "models.load_model catches OSError/ValueError only; transformers 5 raises huggingface_hub's "
+    "StrictDataclassClassValidationError (an Exception, not a ValueError) for hidden_size -5 (owner: models.py)"))
+def test_cli_model_config_with_negative_hidden_size_exits_2(tmp_path, capsys, tiny_model):
+    bad = tmp_path / "badmodel"
+    tiny_model.model.save_pretrained(bad)
+    tiny_model.tokenizer.save_pretrained(bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["hidden_size"] = -5
+    (bad / "config.json").write_text(json.dumps(cfg))
+    rc, err = _cli(capsys, TRAIN + ["--model", str(bad), "--out", str(tmp_path / "run")])
+    _assert_clean_refusal(rc, err, r"hidden_size")
+
+
+def test_cli_non_empty_out_without_checkpoint_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("step,loss\n1,0.5\n")
+    rc, err = _cli(capsys, TRAIN + ["--out", str(out)])
+    _assert_clean_refusal(rc, err, r"--resume|--overwrite")
+    assert (out / "metrics.csv").read_text() == "step,loss\n1,0.5\n"
+
+
+@pytest.fixture(scope="module")
+def finished_tiny_run(tmp_path_factory):
+    """A finished two-step tiny GRPO run (checkpoints at steps 1 and 2)."""
+    from polab.scaled.cli import main as cli_main
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert cli_main(TRAIN + ["--out", str(out)]) == 0
+    return out
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".polab.lock"))
+    return dst
+
+
+@pytest.mark.parametrize("extra, option", [
+    (["--lr", "0.5"], r"\blr\b"),
+    (["--seed", "7"], r"seed"),
+    (["--advantage", "ppo_gae"], r"advantage"),
+])
+def test_cli_resume_with_changed_settings_is_refused(finished_tiny_run, tmp_path, capsys, extra, option):
+    run = _copy_run(finished_tiny_run, tmp_path / "run")
+    rc, err = _cli(capsys, TRAIN + ["--out", str(run), "--resume", "--steps", "3", *extra])
+    _assert_clean_refusal(rc, err, option)
+
+
+def test_cli_resume_never_runs_a_crafted_pickle(finished_tiny_run, tmp_path, capsys):
+    import hashlib
+    import zipfile
+
+    run = _copy_run(finished_tiny_run, tmp_path / "run")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    ck = latest_checkpoint(run)
+    target = ck / "trainer_state.pt"
+    with zipfile.ZipFile(target) as src:
+        items = {i.filename: src.read(i.filename) for i in src.infolist()}
+    with zipfile.ZipFile(target, "w") as z:
+        for name, blob in items.items():
+            z.writestr(name, pickle.dumps({"step": 2, "x": Payload()}, protocol=2) if name.endswith("data.pkl") else blob)
+    m = json.loads((ck / "manifest.json").read_text())
+    blob = target.read_bytes()
+    m["files"]["trainer_state.pt"] = {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    (ck / "manifest.json").write_text(json.dumps(m))
+    rc, err = _cli(capsys, TRAIN + ["--out", str(run), "--resume", "--steps", "3"])
+    _assert_clean_refusal(rc, err, r"run code")
+    assert not marker.exists()
+
+
+def test_cli_resume_falls_back_from_a_bit_flipped_checkpoint(finished_tiny_run, tmp_path, capsys):
+    run = _copy_run(finished_tiny_run, tmp_path / "run")
+    f = latest_checkpoint(run) / "trainer_state.pt"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    f.write_bytes(bytes(data))
+    with pytest.warns(CheckpointWarning, match="falling back"):
+        rc, err = _cli(capsys, TRAIN + ["--out", str(run), "--resume", "--steps", "3"])
+    assert rc == 0, err
+    assert latest_checkpoint(run).name == "step_00000003"
+
+
+def test_cli_latest_pointer_escaping_the_run_folder_exits_2(finished_tiny_run, tmp_path, capsys):
+    _copy_run(finished_tiny_run, tmp_path / "other_run")
+    run = _copy_run(finished_tiny_run, tmp_path / "a" / "run")
+    (run / "checkpoints" / "latest").write_text("../../other_run/checkpoints/step_00000002\n")
+    rc, err = _cli(capsys, TRAIN + ["--out", str(run), "--resume", "--steps", "3"])
+    _assert_clean_refusal(rc, err, r"not a checkpoint of this run folder")
+
+
+def test_cli_second_run_on_a_locked_folder_names_the_holder(finished_tiny_run, tmp_path, capsys):
+    run = _copy_run(finished_tiny_run, tmp_path / "run")
+    with prepare_run_folder(run, resume=True, overwrite=False):
+        rc, err = _cli(capsys, TRAIN + ["--out", str(run), "--resume", "--steps", "3"])
+    _assert_clean_refusal(rc, err, f"in use by process {os.getpid()}")
