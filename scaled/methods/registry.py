@@ -103,7 +103,7 @@ class CriticState:
         return {"critic": self.critic}
 
     def state_dict(self) -> dict:
-        return {"critic": self.critic.state_dict(), "critic_optimizer": self.optimizer.state_dict()}
+        return {"critic_optimizer": self.optimizer.state_dict()}  # the weights: models()
 
     def load_state_dict(self, state: dict) -> None:
         if "critic_optimizer" not in state:

@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,7 +38,7 @@ import torch
 from .. import distributed as D
 from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..methods.registry import Registry, canonical_name, import_plugins, options_from_dict
-from ..run_folder import RunLogger
+from ..run_folder import RunLogger, check_run_folder, prepare_run_folder
 
 __all__ = ["RESUME_MAY_CHANGE", "StepResult", "Trainer", "TrainerConfig", "config_from_preset", "step_seed"]
 
@@ -94,7 +93,7 @@ class TrainerConfig:
     checkpoint_every: int = field(default=5, metadata={"help": "save a checkpoint every this many steps (and at the last)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (the newest)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its latest checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "start a new run in --out even though it holds one (its checkpoints are deleted)"})
+    overwrite: bool = field(default=False, metadata={"help": "start a new run in --out even though it holds files (the old checkpoints are no longer resumed or rotated)"})
     stop_after: int | None = field(default=None, metadata={"help": "stop after this many steps of this invocation (for testing resume)"})
     tensorboard: bool = field(default=True, metadata={"help": "also write TensorBoard scalars"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
@@ -157,16 +156,6 @@ class TrainerConfig:
             errs.append(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}")
         if not _valid_device(str(self.device)):
             errs.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if not str(self.out).strip():
-            errs.append("out is empty: give a run folder, e.g. --out runs/my_run")
-        elif Path(self.out).exists() and not Path(self.out).is_dir():
-            errs.append(f"out {self.out!r} is a file, not a folder: choose another --out")
-        else:
-            parent = next((p for p in Path(self.out).absolute().parents if p.exists()), None)
-            if parent is not None and not parent.is_dir():
-                errs.append(f"out {self.out!r} lies under the file {parent}: choose another --out")
-        if self.resume and self.overwrite:
-            errs.append("resume and overwrite exclude each other: --resume continues the run in --out, --overwrite replaces it")
         for opt in self.method_fields:
             try:
                 cls = self.method_class(opt)
@@ -255,6 +244,7 @@ class Trainer:
         self.device = self.dist.device
         self.out = Path(config.out)
         _agree(self.dist, self._preflight)
+        _agree(self.dist, self._open_run_folder)
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         # the selected methods, by option name (``self.methods["advantage"]``)
@@ -264,7 +254,7 @@ class Trainer:
         self.step = 0
         resume_step = None
         if config.resume:
-            self.load_state(load_checkpoint(self._ckpt))
+            self.load_state(load_checkpoint(self._ckpt, models=self.checkpoint_models(), pretrained={"policy": self.policy}))
             resume_step = self.step
         self.logger = None
         if self.dist.is_main:
@@ -275,19 +265,26 @@ class Trainer:
     def _preflight(self) -> None:
         cfg = self.cfg
         cfg.validate(self.dist.world_size)
-        self._ckpt = latest_checkpoint(self.out) if (self.out / "checkpoints" / "latest").exists() else None
+        check_run_folder(self.out, resume=cfg.resume, overwrite=cfg.overwrite)
+        self._ckpt = latest_checkpoint(self.out) if cfg.resume else None
         if cfg.resume:
             if self._ckpt is None:
                 raise FileNotFoundError(f"--resume was given but {self.out}/checkpoints has no checkpoint; drop --resume to start a new run.")
             self._check_resume_config()
-        elif self._ckpt is not None:
-            if not cfg.overwrite:
-                raise FileExistsError(f"{self.out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                                      "or choose another --out.")
-            if self.dist.is_main:
-                shutil.rmtree(self.out / "checkpoints")
-            D.barrier(self.dist)
-            self._ckpt = None
+
+    def _open_run_folder(self) -> None:
+        """The main rank creates and locks the run folder (cleaning interrupted writes); the others wait."""
+        self.run_folder = None
+        if self.dist.is_main:
+            self.run_folder = prepare_run_folder(self.out, resume=self.cfg.resume, overwrite=self.cfg.overwrite)
+
+    def close(self) -> None:
+        """Release the run folder's lock (done by :meth:`train` when it returns)."""
+        if getattr(self, "logger", None) is not None:
+            self.logger.close()
+        if getattr(self, "run_folder", None) is not None:
+            self.run_folder.close()
+            self.run_folder = None
 
     def _check_resume_config(self) -> None:
         """Refuse a resumed configuration that differs from the saved one in anything but :data:`RESUME_MAY_CHANGE`."""
@@ -380,22 +377,36 @@ class Trainer:
     def load_extra_state(self, state: dict) -> None:
         return None
 
+    def checkpoint_models(self) -> dict:
+        """Modules a checkpoint keeps as ``<name>.safetensors`` (the methods' critics), besides the policy's Hugging Face folder."""
+        models = {}
+        for m in self.methods.values():
+            for name, module in m.models().items():
+                if name in models:
+                    raise ValueError(f"two selected methods both save a model named {name!r}; rename one in its models().")
+                models[name] = module
+        return models
+
     def state_dict(self) -> dict:
-        """Everything a checkpoint holds (on the main rank; per-rank method state is gathered from all ranks)."""
+        """The trainer state of a checkpoint (plain containers and tensors; weights are saved apart).
+
+        Collective where a method holds per-rank state (gathered from every rank).
+        """
         methods = {}
         for opt, m in self.methods.items():
             s = m.state_dict()
             if getattr(m, "per_rank_state", False):
                 s = D.all_gather_objects(s, self.dist)
             methods[opt] = s
-        return {"step": self.step, "model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "config": self.cfg.to_dict(), "world_size": self.dist.world_size, "methods": methods, **self.extra_state()}
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "config": self.cfg.to_dict(),
+                "world_size": self.dist.world_size, "methods": methods, **self.extra_state()}
 
     def load_state(self, state: dict) -> None:
         if state.get("world_size", 1) != self.dist.world_size:
             raise ValueError(f"resume: the checkpoint was written by {state['world_size']} processes but this run has "
                              f"{self.dist.world_size}; resume with the same number of processes (per-rank random streams depend on it).")
-        self.policy.load_state_dict(state["model"])
+        if "model" in state:  # checkpoints written before the Hugging Face folder format
+            self.policy.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         saved = state.get("methods", {})
         for opt, m in self.methods.items():
@@ -411,7 +422,8 @@ class Trainer:
     def save(self) -> None:
         state = self.state_dict()  # collective where methods hold per-rank state
         if self.dist.is_main:
-            save_checkpoint(self.out, self.step, state, keep=self.cfg.keep_checkpoints)
+            save_checkpoint(self.out, self.step, state=state, models=self.checkpoint_models(),
+                            pretrained={"policy": (self.policy, getattr(self, "tokenizer", None))}, keep=self.cfg.keep_checkpoints)
         D.barrier(self.dist)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -440,13 +452,12 @@ class Trainer:
                     pbar.set_postfix({short: f"{res.metrics[k]:.3g}" for k, short in self.progress_metrics.items() if k in res.metrics})
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
+            if self.dist.is_main:
+                self.plot()
         finally:
             if pbar is not None:
                 pbar.close()
-            if self.logger is not None:
-                self.logger.close()
-        if self.dist.is_main:
-            self.plot()
+            self.close()
         return self.out
 
     # -- command line ---------------------------------------------------------------------------

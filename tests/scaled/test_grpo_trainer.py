@@ -112,7 +112,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
     make(tmp_path / "r", steps=1).train()
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ValueError, match="--resume"):
         make(tmp_path / "r", steps=1)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         make(tmp_path / "empty", resume=True)

@@ -66,7 +66,7 @@ def test_tiny_run_folder_checkpoint_and_exact_resume(tmp_path):
     a = read_metrics(full / "metrics.csv")[-1]
     b = read_metrics(part / "metrics.csv")[-1]
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["sample_reward"] == b["sample_reward"]
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ValueError, match="--resume.*--overwrite"):
         PreferenceTrainer(config_from_preset("tiny", out=str(full)))
 
 
