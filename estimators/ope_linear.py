@@ -49,6 +49,13 @@ concentrability (:func:`incompleteness_factor_estimate`,
 transitions and for expected-transition batches; with stochastic transitions
 both Gram matrices are inflated by :math:`\gamma^2\mathbb{E}\,\mathrm{Cov}(\phi'|s,a)`
 (so the estimates are biased; see :mod:`polab.theory.realizability` for the exact quantities).
+The **debiased** estimate (``second_next_phi``) uses two independent next
+states per :math:`(s_i,a_i)` (double sampling, or a held-out split of the
+logged transitions of each pair, :func:`paired_next_features`): the cross
+product :math:`\tfrac12(\phi'_i\phi''^\top_i+\phi''_i\phi'^\top_i)` has expectation
+:math:`\mathbb{E}[\phi'|s_i,a_i]\mathbb{E}[\phi'|s_i,a_i]^\top`, which removes the
+covariance inflation from both matrices (the remaining bias is the
+:math:`O(1/n)` of a smooth function of unbiased moments).
 
 Shapes
 ------
@@ -89,6 +96,7 @@ __all__ = [
     "minimax_objective",
     "linear_policy_value",
     "incompleteness_factor_estimate",
+    "paired_next_features",
     "concentrability_estimate",
     "expected_transitions",
 ]
@@ -380,17 +388,50 @@ def _sym_top_generalized(Amat: torch.Tensor, Bmat: torch.Tensor, *, name: str) -
     return torch.linalg.eigvalsh((X + X.T) / 2)[-1]
 
 
-def incompleteness_factor_estimate(phi, next_phi, *, gamma: float, terminal=None, weights=None) -> torch.Tensor:
-    """Plug-in :math:`\\hat\\alpha`: :math:`\\hat\\alpha^2=\\lambda_{\\max}(\\hat N-\\hat C^\\top\\hat G^{-1}\\hat C,\\
-    \\hat G-\\hat C-\\hat C^\\top+\\hat N)` with :math:`\\hat N` = ``next_gram`` (discount included).
+def incompleteness_factor_estimate(phi, next_phi, *, gamma: float, terminal=None, weights=None,
+                                   second_next_phi=None) -> torch.Tensor:
+    """Plug-in or debiased :math:`\\hat\\alpha`: :math:`\\hat\\alpha^2=\\lambda_{\\max}(\\hat N-\\hat C^\\top\\hat G^{-1}\\hat C,\\
+    \\hat G-\\hat C-\\hat C^\\top+\\hat N)` with :math:`\\hat N` the next-feature second moment (discount included).
 
-    Equals :func:`polab.theory.realizability.incompleteness_factor` on an expected-transition batch; with
-    stochastic sampled transitions both matrices gain the same PSD term (module docstring), so it is
-    biased. Returns a scalar tensor in [0, 1].
+    Parameters
+    ----------
+    phi, next_phi : Tensor, shape [batch, d]
+    gamma : float in [0, 1)
+    terminal, weights : Tensor, shape [batch], optional
+        As in :func:`linear_ope_statistics`.
+    second_next_phi : Tensor, shape [batch, d], optional
+        :math:`\\phi^\\pi(s''_i)` for a second next state drawn independently of :math:`s'_i` from the
+        same :math:`(s_i,a_i)` (double sampling; :func:`paired_next_features` builds it from a held-out
+        split). Then :math:`\\hat C` uses :math:`\\tfrac12(\\phi'+\\phi'')` and
+        :math:`\\hat N=\\sum_i\\rho_i\\gamma_i^2\\tfrac12(\\phi'_i\\phi''^\\top_i+\\phi''_i\\phi'^\\top_i)`, unbiased for
+        :math:`\\sum\\mu\\gamma^2\\mathbb{E}[\\phi'|sa]\\mathbb{E}[\\phi'|sa]^\\top` (module docstring). The plug-in
+        (``None``) instead estimates the :math:`\\alpha` of a class whose Gram matrices carry
+        :math:`\\gamma^2\\mathbb{E}\\,\\mathrm{Cov}(\\phi'|s,a)`: biased for stochastic transitions, exact on
+        expected-transition batches.
+
+    Returns
+    -------
+    Tensor, scalar, in [0, 1]
+        Equals :func:`polab.theory.realizability.incompleteness_factor` on an expected-transition batch
+        (both forms). The debiased :math:`\\hat\\alpha^2` is clipped to [0, 1] before the square root.
     """
     zeros = torch.zeros(as_tensor(phi, name="phi").shape[0])
-    stats = linear_ope_statistics(phi, zeros, next_phi, gamma=gamma, terminal=terminal, weights=weights)
-    G, C, N = stats.gram, stats.cross, stats.next_gram
+    if second_next_phi is None:
+        stats = linear_ope_statistics(phi, zeros, next_phi, gamma=gamma, terminal=terminal, weights=weights)
+        G, C, N = stats.gram, stats.cross, stats.next_gram
+    else:
+        p1 = as_tensor(next_phi, name="next_phi")
+        p2 = as_tensor(second_next_phi, name="second_next_phi")
+        if tuple(p2.shape) != tuple(p1.shape):
+            raise ValueError(f"second_next_phi must have next_phi's shape {tuple(p1.shape)}; got {tuple(p2.shape)}.")
+        s1 = linear_ope_statistics(phi, zeros, p1, gamma=gamma, terminal=terminal, weights=weights)
+        s2 = linear_ope_statistics(phi, zeros, p2.to(dtype=s1.gram.dtype, device=s1.gram.device), gamma=gamma,
+                                   terminal=terminal, weights=weights)
+        _, _, n1, cont, rho = _check_batch(phi, zeros, p1, terminal, weights)
+        n2 = p2.to(dtype=n1.dtype, device=n1.device)
+        g = gamma * cont
+        cross = (rho[:, None] * g[:, None] * n1).T @ (g[:, None] * n2)
+        G, C, N = s1.gram, 0.5 * (s1.cross + s2.cross), 0.5 * (cross + cross.T)
     try:
         Amat = N - C.T @ torch.linalg.solve(G, C)
     except torch.linalg.LinAlgError as exc:
@@ -399,6 +440,48 @@ def incompleteness_factor_estimate(phi, next_phi, *, gamma: float, terminal=None
     Bmat = G - C - C.T + N
     top = _sym_top_generalized(Amat, Bmat, name="the empirical Bellman Gram matrix")
     return top.clamp(0.0, 1.0).sqrt()
+
+
+def paired_next_features(pair_index, next_phi, *, generator: torch.Generator | None = None) -> tuple:
+    """Held-out next-state split: pair up the logged transitions of each state-action pair.
+
+    Within each value of ``pair_index`` (e.g. the tabular index of :math:`(s,a)`) the transitions are
+    shuffled by ``generator`` and taken two at a time; the first of each two supplies
+    :math:`\\phi'` and the second :math:`\\phi''`, independent given :math:`(s,a)`. An odd one out is dropped.
+
+    Parameters
+    ----------
+    pair_index : Tensor, shape [batch], integer
+    next_phi : Tensor, shape [batch, d]
+    generator : torch.Generator, optional (CPU; the natural order when None)
+
+    Returns
+    -------
+    (rows, next_phi_1, next_phi_2) : tuple of Tensor
+        ``rows`` [m] indexes the first transition of each couple (use it to select ``phi``, weights,
+        terminal flags); ``next_phi_1``, ``next_phi_2`` [m, d].
+    """
+    idx = as_tensor(pair_index, name="pair_index")
+    if idx.is_floating_point() or idx.ndim != 1:
+        raise ValueError(f"pair_index must be a 1-d integer tensor; got dtype {idx.dtype}, shape {tuple(idx.shape)}.")
+    nphi = as_tensor(next_phi, name="next_phi")
+    check_ndim(nphi, 2, name="next_phi", layout="[batch, d]")
+    if nphi.shape[0] != idx.shape[0]:
+        raise ValueError(f"pair_index ({idx.shape[0]}) and next_phi ({nphi.shape[0]}) must have the same length.")
+    idx_cpu = idx.cpu()
+    order = torch.randperm(idx.shape[0], generator=generator) if generator is not None else torch.arange(idx.shape[0])
+    first, second = [], []
+    for key in torch.unique(idx_cpu).tolist():
+        members = order[idx_cpu[order] == key]
+        k = members.shape[0] // 2 * 2
+        first.append(members[0:k:2])
+        second.append(members[1:k:2])
+    rows = torch.cat(first) if first else torch.zeros(0, dtype=torch.long)
+    rows2 = torch.cat(second) if second else torch.zeros(0, dtype=torch.long)
+    if rows.numel() == 0:
+        raise ValueError("no state-action pair occurs twice: a held-out split needs repeated pairs (or use double sampling).")
+    rows, rows2 = rows.to(nphi.device), rows2.to(nphi.device)
+    return rows, nphi[rows], nphi[rows2]
 
 
 def concentrability_estimate(phi, next_phi, target_phi, target_next_phi, *, gamma: float, terminal=None,

@@ -98,3 +98,54 @@ ax.axhline(vc.trivial_bound, color="grey", ls="--", label="data-free bound")
 ax.set_xlabel("transitions n"); ax.set_ylabel("bound on |v_hat - v|"); ax.legend(); plt.show()
 print(f"alpha {vc.alpha:.2f}, IBE_W {vc.inherent_error:.3f}, IBE-bound limit {vc.ibe_bound_limit:.2f} >= "
       f"data-free {vc.trivial_bound:.2f}; realizability bound informative from n = {vc.first_informative_size}")
+
+# %% [markdown]
+# ## 5. Two amplifications: $1/\sqrt{1-\alpha^2}$ (proved here) and $1/(1-\alpha)$ (the paper's statement)
+#
+# The bound of `theory/realizability.py` is proved with $1/\sqrt{1-\alpha^2}$. The paper's abstract states
+# $1/(1-\alpha)$, which is larger by $\sqrt{(1+\alpha)/(1-\alpha)}$, so the paper's form follows from the one
+# proved here; the converse is not shown.
+
+# %%
+from polab.theory.realizability import incompleteness_factor  # noqa: E402
+
+print(f"{'alpha':>8s} {'1/sqrt(1-a^2) [proved]':>24s} {'1/(1-a) [paper]':>16s}")
+for a_target in (0.5, 0.9, 0.99, 0.999):
+    two = two_state_instance(alpha=a_target)
+    f = incompleteness_factor(two.features, two.mdp, two.policy, two.mu, gamma=two.gamma)
+    print(f"{f.alpha:8.3f} {f.amplification:24.2f} {f.amplification_paper:16.2f}")
+
+# %% [markdown]
+# ## 6. Realizability is required: a non-realizable reward makes the ratio 1
+#
+# The eigenvalue formula does not involve the reward. With a non-realizable reward the ratio
+# $\varepsilon_{loc}(Q)/\|Q-T^\pi Q\|_\mu$ equals 1 at the TD fixed point (the projected Bellman error vanishes
+# there), so $\alpha=1$; `incompleteness_factor` now checks realizability and raises.
+
+# %%
+from polab.proofs_checks.realizability_checks import check_alpha_estimator_bias, check_non_realizable_reward  # noqa: E402
+
+nr = check_non_realizable_reward()
+print(f"formula (reward ignored): {nr.alpha_formula:.3f}; random points reach {nr.sampled_max_ratio:.3f}; "
+      f"TD fixed point: {nr.ratio_at_td_fixed_point:.12f}")
+print("checked function raised:", nr.raised, "-", nr.message[:110], "...")
+
+# %% [markdown]
+# ## 7. A debiased plug-in $\hat\alpha$ (double sampling), bias by exact enumeration
+#
+# The plug-in uses $\phi'_i\phi'^\top_i$, whose mean carries $\gamma^2\,\mathrm{Cov}(\phi'|s,a)$; with a second
+# independent next state the cross product removes it. Exact expectations over every data set of size $n$ on a
+# two-state chain with stochastic transitions:
+
+# %%
+eb = check_alpha_estimator_bias()
+print(f"alpha {eb.alpha:.4f}; plug-in limit {eb.plugin_limit:.4f}")
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.plot(eb.sizes, eb.expected_plugin, "o-", label="E plug-in")
+ax.plot(eb.sizes, eb.expected_debiased, "s-", label="E debiased (double sampling)")
+ax.axhline(eb.alpha, color="k", lw=0.8, label="alpha")
+ax.axhline(eb.plugin_limit, color="C0", ls="--", lw=0.8, label="plug-in limit")
+ax.set_xscale("log", base=2); ax.set_xlabel("transitions n"); ax.set_ylabel("exact expectation"); ax.legend()
+plt.show()
+for n, p_, d_ in zip(eb.sizes, eb.expected_plugin, eb.expected_debiased):
+    print(f"n={n:3d}: bias plug-in {p_ - eb.alpha:+.4f}, debiased {d_ - eb.alpha:+.4f}")

@@ -27,6 +27,16 @@ Each check returns a frozen result dataclass:
 (h) :func:`compare_with_inherent_bellman_error`: a realizable incomplete instance
     where the inherent-Bellman-error bound is vacuous at every n and the
     realizability bound is not, from some n on.
+(i) :func:`check_non_realizable_reward`: the issue-13 example. With a
+    non-realizable reward the generalised eigenvalue still gives 0.481 while
+    the defining ratio reaches 0.94 at random points and exactly 1 at the TD
+    fixed point; :func:`polab.theory.realizability.incompleteness_factor` now
+    raises there.
+(j) :func:`check_alpha_estimator_bias`: plug-in versus double-sampling
+    (debiased) :math:`\hat\alpha` on a two-state chain with stochastic
+    transitions, by exact enumeration of every data set of size n (no
+    sampling): the plug-in converges to a biased limit, the debiased one to
+    :math:`\alpha`, with exact expectations at n = 4, 8, 16.
 
 Run ``python -m polab.proofs_checks.realizability_checks`` for a short report.
 
@@ -48,6 +58,7 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest
 
 from polab.estimators.ope_linear import (
+    paired_next_features,
     expected_transitions,
     fitted_q_evaluation,
     incompleteness_factor_estimate,
@@ -58,6 +69,8 @@ from polab.estimators.ope_linear import (
     projected_bellman_objective,
 )
 from polab.theory.bellman_operators import (
+    FiniteMDP,
+    next_policy_features,
     bellman_operator,
     minimax_objective as population_minimax_objective,
     occupancy,
@@ -72,6 +85,8 @@ from polab.theory.realizability import (
     concentrability,
     feature_scale,
     incompleteness_factor,
+    incompleteness_ratio,
+    realizability_residual,
     inherent_bellman_error,
     inherent_bellman_error_bound,
     realizability_bound,
@@ -107,6 +122,10 @@ __all__ = [
     "check_sample_rate",
     "VacuityComparison",
     "compare_with_inherent_bellman_error",
+    "NonRealizableExample",
+    "check_non_realizable_reward",
+    "AlphaEstimatorBias",
+    "check_alpha_estimator_bias",
     "main",
 ]
 
@@ -653,6 +672,195 @@ def compare_with_inherent_bellman_error(instance: RealizableInstance, *, radius:
                              ibe_vacuous_everywhere=limit >= triv)
 
 
+# ---------------------------------------------------------------------------
+# (i) a non-realizable reward: the eigenvalue formula no longer computes the ratio
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NonRealizableExample:
+    """Result of :func:`check_non_realizable_reward`.
+
+    Attributes
+    ----------
+    alpha_formula : float
+        The generalised-eigenvalue value (``check_realizability=False``), which ignores the reward.
+    sampled_max_ratio : float
+        Max of :math:`\\varepsilon_{loc}/\\|\\Phi w - T\\Phi w\\|` with the actual reward over random :math:`w`.
+    ratio_at_td_fixed_point : float
+        The ratio at the TD fixed point (derived: exactly 1).
+    realizability_residual : float
+    raised : bool
+        Whether the checked :func:`polab.theory.realizability.incompleteness_factor` raised.
+    message : str
+    passed : bool
+        raised, ratio at the TD fixed point = 1 to 1e-10, and the sampled max above the formula.
+    """
+
+    alpha_formula: float
+    sampled_max_ratio: float
+    ratio_at_td_fixed_point: float
+    realizability_residual: float
+    raised: bool
+    message: str
+    passed: bool
+
+
+def check_non_realizable_reward(*, seed: int = 45, bump: float = 1.0, num_points: int = 20000, scale: float = 3.0,
+                                generator: np.random.Generator | None = None) -> NonRealizableExample:
+    """The issue-13 example: ``random_instance`` (seed 45; formula alpha 0.481) with :math:`r(s_0,a_0)` raised by ``bump``."""
+    inst = random_instance(generator=np.random.default_rng(seed))
+    r = inst.mdp.rewards.copy()
+    r[0, 0] += bump
+    mdp = FiniteMDP(transitions=inst.mdp.transitions, rewards=r)
+    phi, pi, mu, g = inst.features, inst.policy, inst.mu, inst.gamma
+    a_formula = incompleteness_factor(phi, mdp, pi, mu, gamma=g, check_realizability=False).alpha
+    resid = realizability_residual(phi, mdp, pi, gamma=g)
+    raised, msg = False, ""
+    try:
+        incompleteness_factor(phi, mdp, pi, mu, gamma=g)
+    except ValueError as exc:
+        raised, msg = True, str(exc)
+    P = policy_transition_matrix(mdp, pi)
+    A = phi.T @ (mu[:, None] * (phi - g * P @ phi))
+    w_td = np.linalg.solve(A, phi.T @ (mu * r.reshape(-1)))
+    at_td = incompleteness_ratio(w_td, phi, mdp, pi, mu, gamma=g)
+    rng = generator if generator is not None else np.random.default_rng(0)
+    W = scale * rng.normal(size=(num_points, phi.shape[1]))
+    Q = phi @ W.T
+    TQ = r.reshape(-1)[:, None] + g * (P @ Q)
+    loc = np.sqrt(mu @ (TQ - weighted_projection(phi, mu) @ TQ) ** 2)
+    sampled = float(np.max(loc / np.sqrt(mu @ (Q - TQ) ** 2)))
+    passed = raised and abs(at_td - 1.0) <= FLOAT64_RTOL and sampled > a_formula
+    return NonRealizableExample(alpha_formula=a_formula, sampled_max_ratio=sampled, ratio_at_td_fixed_point=at_td,
+                                realizability_residual=resid, raised=raised, message=msg, passed=bool(passed))
+
+
+# ---------------------------------------------------------------------------
+# (j) bias of the plug-in and debiased alpha estimators, by exact enumeration
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AlphaEstimatorBias:
+    """Result of :func:`check_alpha_estimator_bias`.
+
+    Attributes
+    ----------
+    alpha : float
+        Exact :math:`\\alpha` (:func:`polab.theory.realizability.incompleteness_factor`).
+    plugin_limit : float
+        Exact large-sample limit of the plug-in (Gram matrices inflated by :math:`\\gamma^2\\mathbb{E}\\,\\mathrm{Cov}`).
+    plugin_on_population, debiased_on_population : float
+        The library estimators applied to the population batch (weights = outcome probabilities).
+    sizes : tuple of int
+    expected_plugin, expected_debiased : tuple of float
+        Exact :math:`\\mathbb{E}\\hat\\alpha` over all data sets of each size (the plug-in gets both next
+        states as two transitions, so both use the same data).
+    enumeration_vs_library : float
+        Largest difference of :math:`\\hat\\alpha^2` between the enumerated closed form and the library functions
+        over every data set of the smallest size.
+    passed : bool
+    """
+
+    alpha: float
+    plugin_limit: float
+    plugin_on_population: float
+    debiased_on_population: float
+    sizes: tuple
+    expected_plugin: tuple
+    expected_debiased: tuple
+    enumeration_vs_library: float
+    passed: bool
+
+
+def _compositions(n: int, k: int) -> np.ndarray:
+    """All count vectors of length k summing to n, [C(n+k-1, k-1), k] (stars and bars)."""
+    import itertools
+
+    rows = []
+    for bars in itertools.combinations(range(n + k - 1), k - 1):
+        b = (-1,) + bars + (n + k - 1,)
+        rows.append([b[i + 1] - b[i] - 1 for i in range(k)])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def check_alpha_estimator_bias(*, sizes=(4, 8, 16), gamma: float = 0.5) -> AlphaEstimatorBias:
+    """Exact bias of the plug-in and double-sampling :math:`\\hat\\alpha` (item (j)); reference values derived here.
+
+    Chain: two states, one action, :math:`P=\\begin{pmatrix}0.3&0.7\\\\0.8&0.2\\end{pmatrix}`,
+    :math:`\\phi=(1,1.5)`, :math:`\\mu=(\\tfrac12,\\tfrac12)`, reward making :math:`Q^\\pi=\\phi` (realizable).
+    A sample is :math:`(s, s', s'')`, 8 outcomes; a data set of size n is a multinomial count vector.
+    With :math:`d=1` the estimators are :math:`\\hat\\alpha^2=\\mathrm{clip}((\\hat N-\\hat C^2/\\hat G)/
+    (\\hat G-2\\hat C+\\hat N),0,1)`, evaluated in closed form on every count vector and checked against
+    the library (:func:`polab.estimators.ope_linear.incompleteness_factor_estimate`) on every data set of
+    the smallest size.
+    """
+    from scipy.stats import multinomial
+
+    P = np.zeros((2, 1, 2))
+    P[0, 0] = [0.3, 0.7]
+    P[1, 0] = [0.8, 0.2]
+    phi = np.array([[1.0], [1.5]])
+    pi = np.ones((2, 1))
+    mu = np.array([0.5, 0.5])
+    Ppi = P[:, 0, :]
+    r = (phi[:, 0] - gamma * Ppi @ phi[:, 0]).reshape(2, 1)
+    mdp = FiniteMDP(transitions=P, rewards=r)
+    alpha = incompleteness_factor(phi, mdp, pi, mu, gamma=gamma).alpha
+    nphi = next_policy_features(phi, pi, mdp)[:, 0]
+    types = [(i, a, b) for i in range(2) for a in range(2) for b in range(2)]
+    prob = np.array([mu[i] * Ppi[i, a] * Ppi[i, b] for i, a, b in types])
+    f = np.array([phi[i, 0] for i, _, _ in types])
+    n1 = np.array([nphi[a] for _, a, _ in types])
+    n2 = np.array([nphi[b] for _, _, b in types])
+
+    def closed_form(w):  # w [m, 8] -> (plug-in, debiased) [m]
+        w = w / w.sum(1, keepdims=True)
+        G = w @ f**2
+        c1, c2 = w @ (gamma * f * n1), w @ (gamma * f * n2)
+        Cp = 0.5 * (c1 + c2)  # plug-in on the 2n transitions (each next state a transition)
+        Np = 0.5 * (w @ (gamma**2 * n1**2) + w @ (gamma**2 * n2**2))
+        Nd = w @ (gamma**2 * n1 * n2)
+        out = []
+        for N in (Np, Nd):
+            B = G - 2 * Cp + N
+            a2 = np.clip((N - Cp**2 / G) / B, 0.0, 1.0)
+            out.append(np.sqrt(a2))
+        return out
+
+    # exact limits: population weights; plug-in limit from the covariance-inflated Gram matrices (derived)
+    cov = np.array([Ppi[i] @ nphi**2 - (Ppi[i] @ nphi) ** 2 for i in range(2)])
+    G, C = mu @ phi[:, 0] ** 2, gamma * mu @ (phi[:, 0] * (Ppi @ nphi))
+    N = gamma**2 * mu @ (Ppi @ nphi) ** 2
+    Ninf = N + gamma**2 * mu @ cov
+    plugin_limit = math.sqrt(min(max((Ninf - C**2 / G) / (G - 2 * C + Ninf), 0.0), 1.0))
+    tt = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
+    F, N1, N2, W = tt(f[:, None]), tt(n1[:, None]), tt(n2[:, None]), tt(prob)
+    pop_plug = float(incompleteness_factor_estimate(torch.cat([F, F]), torch.cat([N1, N2]), gamma=gamma,
+                                                    weights=torch.cat([W, W])))
+    pop_deb = float(incompleteness_factor_estimate(F, N1, gamma=gamma, weights=W, second_next_phi=N2))
+    exp_p, exp_d, worst = [], [], 0.0
+    for j, n in enumerate(sizes):
+        counts = _compositions(int(n), 8)
+        pmf = multinomial.pmf(counts, int(n), prob)
+        ap, ad = closed_form(counts.astype(np.float64))
+        exp_p.append(float(pmf @ ap))
+        exp_d.append(float(pmf @ ad))
+        if j == 0:
+            for c, vp, vd in zip(counts, ap, ad):
+                w = tt(c)
+                lp = float(incompleteness_factor_estimate(torch.cat([F, F]), torch.cat([N1, N2]), gamma=gamma,
+                                                          weights=torch.cat([w, w])))
+                ld = float(incompleteness_factor_estimate(F, N1, gamma=gamma, weights=w, second_next_phi=N2))
+                worst = max(worst, abs(lp**2 - vp**2), abs(ld**2 - vd**2))  # squares: sqrt amplifies rounding near 0
+    bias_p = [e - alpha for e in exp_p]
+    bias_d = [e - alpha for e in exp_d]
+    passed = (abs(pop_deb - alpha) <= FLOAT64_RTOL and abs(pop_plug - plugin_limit) <= FLOAT64_RTOL
+              and worst <= FLOAT64_RTOL and abs(bias_d[-1]) < abs(bias_p[-1])
+              and all(abs(bias_d[i + 1]) < abs(bias_d[i]) for i in range(len(sizes) - 1)))
+    return AlphaEstimatorBias(alpha=alpha, plugin_limit=plugin_limit, plugin_on_population=pop_plug,
+                              debiased_on_population=pop_deb, sizes=tuple(int(n) for n in sizes),
+                              expected_plugin=tuple(exp_p), expected_debiased=tuple(exp_d),
+                              enumeration_vs_library=worst, passed=bool(passed))
+
+
 def main(seed: int = 20230706) -> None:
     """Print a short report of all checks (one seed for the whole script)."""
     from .finite_mdp_families import lumpable_instance, tabular_instance
@@ -695,6 +903,13 @@ def main(seed: int = 20230706) -> None:
           f"realizability bound informative from n={vc.first_informative_size}")
     for n, a, b in zip(vc.sizes, vc.realizability_bounds, vc.ibe_bounds):
         print(f"    n={n:>10d}: realizability {a:10.4f}   IBE {b:10.4f}")
+    nr = check_non_realizable_reward()
+    print(f"(i) non-realizable reward: formula alpha {nr.alpha_formula:.3f}, sampled max ratio {nr.sampled_max_ratio:.3f}, "
+          f"ratio at the TD fixed point {nr.ratio_at_td_fixed_point:.12f}; checked function raised: {nr.raised}")
+    eb = check_alpha_estimator_bias()
+    print(f"(j) alpha estimators (exact enumeration): alpha {eb.alpha:.4f}, plug-in limit {eb.plugin_limit:.4f}")
+    for n, p_, d_ in zip(eb.sizes, eb.expected_plugin, eb.expected_debiased):
+        print(f"    n={n:3d}: E plug-in {p_:.4f} (bias {p_ - eb.alpha:+.4f}), E debiased {d_:.4f} (bias {d_ - eb.alpha:+.4f})")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,18 @@ The three factors (Zanette 2023, abstract; definitions reconstructed in
              \frac{\varepsilon_{loc}(Q)}{\|Q - T^\pi Q\|_\mu}\in[0,1].
 
    :math:`\alpha=0` is Bellman completeness; :math:`\alpha\le1` always (take
-   :math:`Q'=Q`). Under realizability, with :math:`u=w-w^\star`,
+   :math:`Q'=Q`).
+
+   **Realizability is required, and checked.** If :math:`Q^\pi\notin\mathcal{Q}`
+   the ratio equals 1 at the TD fixed point :math:`\bar w` (:math:`\Phi\bar w=\Pi T^\pi\Phi\bar w`,
+   so :math:`\Phi\bar w - T^\pi\Phi\bar w = -(I-\Pi)T^\pi\Phi\bar w`, whose norm is
+   :math:`\varepsilon_{loc}`; derived here), hence :math:`\alpha=1` and every bound
+   below is vacuous. :func:`incompleteness_factor` therefore checks that
+   :math:`Q^\pi=(I-\gamma P^\pi)^{-1}r` lies in the span of the features and raises
+   otherwise; with ``check_realizability=False`` it returns the generalised-eigenvalue
+   value, which does not depend on the reward: the :math:`\alpha` the class would
+   have for every *realizable* reward (:func:`incompleteness_ratio` evaluates the
+   ratio at any :math:`w` with the actual reward). Under realizability, with :math:`u=w-w^\star`,
    :math:`\Phi w-T\Phi w=(I-\gamma P^\pi)\Phi u` and
    :math:`(I-\Pi)T\Phi w=\gamma(I-\Pi)P^\pi\Phi u`, so :math:`\alpha^2` is the
    largest generalised eigenvalue of :math:`(\mathcal{A},\mathcal{B})` with
@@ -112,6 +123,13 @@ What is confirmed, reconstructed and derived
 * **Derived here** (and checked in :mod:`polab.proofs_checks.realizability_checks`):
   the generalised-eigenvalue formulas for :math:`\alpha` and :math:`C_{BE}`,
   the whole bound above with its constants, and the form of the amplification.
+  **What the code proves**: the amplification :math:`1/\sqrt{1-\alpha^2}`
+  (``IncompletenessFactor.amplification``, ``RealizabilityBound.value_error``).
+  **The paper's statement** (abstract): :math:`1/(1-\alpha)`
+  (``amplification_paper``, ``RealizabilityBound.value_error_paper_form``). Since
+  :math:`(1-\alpha)^2\le1-\alpha^2` on :math:`[0,1]`, :math:`1/(1-\alpha)\ge1/\sqrt{1-\alpha^2}`:
+  the bound with the paper's factor is implied by the one proved here (it is
+  looser by :math:`\sqrt{(1+\alpha)/(1-\alpha)}`), never the other way round.
   In this derivation the error is amplified by :math:`1/\sqrt{1-\alpha^2}`
   (:math:`\approx 1/\sqrt{2(1-\alpha)}` as :math:`\alpha\to1`), so the samples
   needed for a given accuracy grow like :math:`1/(1-\alpha^2)\approx
@@ -148,12 +166,15 @@ from .bellman_operators import (
     next_policy_features,
     occupancy,
     policy_transition_matrix,
+    q_values,
     weighted_projection,
 )
 
 __all__ = [
     "IncompletenessFactor",
     "incompleteness_factor",
+    "incompleteness_ratio",
+    "realizability_residual",
     "Concentrability",
     "concentrability",
     "metric_entropy_ball",
@@ -183,13 +204,21 @@ class IncompletenessFactor:
     eigenvalues : ndarray, shape [d]
         All generalised eigenvalues :math:`\\alpha^2`-candidates, ascending.
     amplification : float
-        :math:`1/\\sqrt{1-\\alpha^2}` (inf at :math:`\\alpha=1`), the factor of the derived bound.
+        :math:`1/\\sqrt{1-\\alpha^2}` (inf at :math:`\\alpha=1`), the factor of the derived bound
+        (what this module proves).
+    amplification_paper : float
+        :math:`1/(1-\\alpha)`, the paper's stated amplification (abstract); :math:`\\ge` ``amplification``.
+    realizability_residual : float
+        :math:`\\max|Q^\\pi-\\Phi\\hat w|/\\max(1,\\max|Q^\\pi|)` for the least-squares :math:`\\hat w`
+        (nan when the check was skipped).
     """
 
     alpha: float
     direction: np.ndarray
     eigenvalues: np.ndarray
     amplification: float
+    amplification_paper: float = math.nan
+    realizability_residual: float = math.nan
 
 
 def _features(features, mdp: FiniteMDP) -> np.ndarray:
@@ -204,12 +233,46 @@ def _bellman_gram(phi, P, m, gamma) -> np.ndarray:
     return psi.T @ (m[:, None] * psi)
 
 
-def incompleteness_factor(features, mdp: FiniteMDP, policy, mu, *, gamma: float) -> IncompletenessFactor:
+def realizability_residual(features, mdp: FiniteMDP, policy, *, gamma: float) -> float:
+    """Relative sup-norm distance of :math:`Q^\\pi` from the span of the features (0 when realizable).
+
+    :math:`\\max_{sa}|Q^\\pi-\\Phi\\hat w|/\\max(1,\\max|Q^\\pi|)` with :math:`\\hat w` the unweighted
+    least-squares fit over all state-action pairs (realizability is a statement about every
+    pair, not only those :math:`\\mu` charges). Computed exactly from the MDP.
+    """
+    phi = _features(features, mdp)
+    q = q_values(mdp, policy, gamma=gamma)
+    w, *_ = np.linalg.lstsq(phi, q, rcond=None)
+    return float(np.max(np.abs(q - phi @ w)) / max(1.0, float(np.max(np.abs(q)))))
+
+
+def incompleteness_ratio(w, features, mdp: FiniteMDP, policy, mu, *, gamma: float) -> float:
+    """The ratio that defines :math:`\\alpha`, at :math:`Q=\\Phi w`, with the MDP's actual reward.
+
+    :math:`\\varepsilon_{loc}(\\Phi w)/\\|\\Phi w-T^\\pi\\Phi w\\|_\\mu` (nan where :math:`\\Phi w=T^\\pi\\Phi w`).
+    Needs no realizability; at the TD fixed point of a non-realizable reward it equals 1.
+    """
+    phi = _features(features, mdp)
+    m = check_distribution(mu, mdp.num_pairs, name="mu")
+    q = phi @ np.asarray(w, dtype=np.float64)
+    tq = mdp.rewards.reshape(-1) + gamma * (policy_transition_matrix(mdp, policy) @ q)
+    loc = tq - weighted_projection(phi, m) @ tq
+    den = float(np.sqrt(m @ (q - tq) ** 2))
+    return float(np.sqrt(m @ loc**2)) / den if den > 0 else math.nan
+
+
+def incompleteness_factor(features, mdp: FiniteMDP, policy, mu, *, gamma: float, check_realizability: bool = True,
+                          realizability_tolerance: float = 1e-8) -> IncompletenessFactor:
     """Incompleteness factor :math:`\\alpha` of a linear class by a generalised eigenproblem.
 
     :math:`\\alpha^2=\\lambda_{\\max}(\\mathcal{A},\\mathcal{B})` (module docstring). Valid under
     realizability; then :math:`\\alpha` is the sup over the whole span, so it is also
-    a valid (conservative) value for any ball of the class.
+    a valid (conservative) value for any ball of the class. Realizability is checked
+    (:func:`realizability_residual` at most ``realizability_tolerance``): for a
+    non-realizable reward the defining ratio reaches 1 at the TD fixed point, so the
+    eigenvalue would understate it; such input raises unless
+    ``check_realizability=False``, which returns the value the class has for every
+    realizable reward (the eigenproblem does not involve the reward).
 
     Parameters
     ----------
@@ -219,6 +282,10 @@ def incompleteness_factor(features, mdp: FiniteMDP, policy, mu, *, gamma: float)
     mu : array, shape [S*A]
         Data distribution; :math:`(I-\\gamma P^\\pi)\\Phi` must have full column rank on its support.
     gamma : float in [0, 1)
+    check_realizability : bool
+        Raise when :math:`Q^\\pi` is not in the span of the features (default).
+    realizability_tolerance : float
+        Relative sup-norm tolerance of the check (float64 round-off of the solve is ~1e-14).
 
     Returns
     -------
@@ -226,6 +293,17 @@ def incompleteness_factor(features, mdp: FiniteMDP, policy, mu, *, gamma: float)
     """
     phi = _features(features, mdp)
     m = check_distribution(mu, mdp.num_pairs, name="mu")
+    q_resid = math.nan
+    if check_realizability:
+        q_resid = realizability_residual(phi, mdp, policy, gamma=gamma)
+        if not q_resid <= realizability_tolerance:
+            raise ValueError(
+                f"the reward is not realizable by these features: Q^pi is at relative sup-norm distance {q_resid:.3g} "
+                f"from their span (tolerance {realizability_tolerance:g}). The incompleteness factor is defined under "
+                "realizability; for this reward the ratio eps_loc(Q)/||Q - T Q|| equals 1 at the TD fixed point, so "
+                "alpha = 1 and the bound is vacuous. Use features that represent Q^pi, or pass "
+                "check_realizability=False for the alpha the class has for realizable rewards."
+            )
     P = policy_transition_matrix(mdp, policy)
     Pphi = P @ phi
     resid = Pphi - weighted_projection(phi, m) @ Pphi
@@ -237,7 +315,9 @@ def incompleteness_factor(features, mdp: FiniteMDP, policy, mu, *, gamma: float)
     u = vec[:, -1] / np.linalg.norm(vec[:, -1])
     alpha = math.sqrt(top)
     amp = math.inf if top >= 1.0 else 1.0 / math.sqrt(1.0 - top)
-    return IncompletenessFactor(alpha=alpha, direction=u, eigenvalues=ev, amplification=amp)
+    amp_paper = math.inf if alpha >= 1.0 else 1.0 / (1.0 - alpha)
+    return IncompletenessFactor(alpha=alpha, direction=u, eigenvalues=ev, amplification=amp,
+                                amplification_paper=amp_paper, realizability_residual=q_resid)
 
 
 @dataclass(frozen=True)
@@ -371,9 +451,13 @@ class RealizabilityBound:
     net_scale, metric_entropy : float
         The chosen :math:`\\varepsilon` and :math:`H(\\varepsilon)`.
     amplification : float
-        :math:`1/\\sqrt{1-\\alpha^2}`.
+        :math:`1/\\sqrt{1-\\alpha^2}` (proved here).
     alpha, concentrability, scale, weight_norm, gamma, delta : float
     num_samples, dim : int
+    amplification_paper : float
+        :math:`1/(1-\\alpha)`, the paper's stated factor.
+    value_error_paper_form : float
+        ``value_error`` with the paper's factor in place of the proved one (implied by it, looser).
     """
 
     value_error: float
@@ -391,6 +475,8 @@ class RealizabilityBound:
     delta: float
     num_samples: int
     dim: int
+    amplification_paper: float = math.nan
+    value_error_paper_form: float = math.nan
 
 
 def realizability_bound(num_samples: int, *, weight_norm: float, alpha: float, concentrability: float,
@@ -423,10 +509,13 @@ def realizability_bound(num_samples: int, *, weight_norm: float, alpha: float, c
     mspbe = t**2 * (1.0 + weight_norm**2)
     be = math.sqrt(mspbe) * amp
     ve = math.sqrt(concentrability) * be / (1.0 - gamma)
+    amp_paper = math.inf if alpha >= 1.0 else 1.0 / (1.0 - alpha)
+    ve_paper = math.sqrt(concentrability) * math.sqrt(mspbe) * amp_paper / (1.0 - gamma)
     return RealizabilityBound(
         value_error=ve, bellman_error=be, mspbe=mspbe, deviation=t, net_scale=eps, metric_entropy=H,
         amplification=amp, alpha=alpha, concentrability=concentrability, scale=scale,
         weight_norm=weight_norm, gamma=gamma, delta=delta, num_samples=num_samples, dim=dim,
+        amplification_paper=amp_paper, value_error_paper_form=ve_paper,
     )
 
 

@@ -166,3 +166,51 @@ def test_transition_matrix_row_sums():
     inst = random_instance(generator=np.random.default_rng(9))
     P = policy_transition_matrix(inst.mdp, inst.policy)
     np.testing.assert_allclose(P.sum(1), 1.0, rtol=RTOL64)
+
+
+def test_debiased_alpha_estimate_on_a_double_sampled_population_batch_equals_the_theory():
+    # Reference: polab.theory.realizability.incompleteness_factor. A "population" double-sampled batch lists every
+    # (s, a, s', s'') with weight mu(s,a) P(s'|s,a) P(s''|s,a): the debiased moments are then exact, so the estimate
+    # equals alpha to float64 round-off, whereas the plug-in on the same batch does not (stochastic transitions).
+    from polab.estimators.ope_linear import incompleteness_factor_estimate
+    from polab.theory.bellman_operators import next_policy_features
+
+    inst = random_instance(generator=np.random.default_rng(7))
+    S, A = inst.mdp.num_states, inst.mdp.num_actions
+    P = inst.mdp.transitions.reshape(S * A, S)
+    nphi = next_policy_features(inst.features, inst.policy, inst.mdp)
+    rows, n1, n2, w = [], [], [], []
+    for sa in range(S * A):
+        for s1 in range(S):
+            for s2 in range(S):
+                rows.append(inst.features[sa])
+                n1.append(nphi[s1])
+                n2.append(nphi[s2])
+                w.append(inst.mu[sa] * P[sa, s1] * P[sa, s2])
+    f, a1, a2, wt = (_t(np.asarray(x)) for x in (rows, n1, n2, w))
+    alpha = incompleteness_factor(inst.features, inst.mdp, inst.policy, inst.mu, gamma=inst.gamma).alpha
+    deb = float(incompleteness_factor_estimate(f, a1, gamma=inst.gamma, weights=wt, second_next_phi=a2))
+    plug = float(incompleteness_factor_estimate(f, a1, gamma=inst.gamma, weights=wt))
+    assert deb == pytest.approx(alpha, rel=1e-9)  # a generalised eigenvalue by two algorithms (Cholesky vs scipy)
+    assert abs(plug - alpha) > 1e-3
+    with pytest.raises(ValueError, match="second_next_phi"):
+        incompleteness_factor_estimate(f, a1, gamma=inst.gamma, second_next_phi=a2[:, :1])
+
+
+def test_paired_next_features_pairs_transitions_of_the_same_pair_without_reuse():
+    from polab.estimators.ope_linear import paired_next_features
+
+    idx = torch.tensor([0, 1, 0, 2, 1, 0, 0, 1])
+    nphi = torch.arange(16, dtype=torch.float64).reshape(8, 2)
+    rows, p1, p2 = paired_next_features(idx, nphi, generator=torch.Generator().manual_seed(0))
+    # pair 0 has 4 transitions (2 couples), pair 1 has 3 (1 couple, one dropped), pair 2 has 1 (dropped)
+    assert rows.numel() == 3
+    row_of = {tuple(nphi[i].tolist()): i for i in range(8)}
+    used = []
+    for a, b in zip(p1, p2):
+        i, j = row_of[tuple(a.tolist())], row_of[tuple(b.tolist())]
+        assert idx[i] == idx[j] and i != j
+        used += [i, j]
+    assert len(set(used)) == len(used)  # every transition used at most once
+    with pytest.raises(ValueError, match="twice"):
+        paired_next_features(torch.tensor([0, 1, 2]), nphi[:3])

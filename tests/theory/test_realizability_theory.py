@@ -31,6 +31,7 @@ from polab.proofs_checks.realizability_checks import (
 from polab.theory.bellman_operators import (
     FiniteMDP,
     occupancy,
+    policy_transition_matrix,
     q_values,
     weighted_projection,
 )
@@ -160,3 +161,46 @@ def test_input_errors_name_the_argument():
         q_values(inst.mdp, inst.policy, gamma=1.0)
     with pytest.raises(ValueError, match="positive definite"):
         weighted_projection(np.array([[1.0], [0.0]]), [0.0, 1.0])
+
+
+# --------------------------------------------------------------------------
+# issue 13: realizability is checked; both amplifications
+# --------------------------------------------------------------------------
+def test_non_realizable_reward_raises_and_the_ratio_reaches_one_at_the_td_fixed_point():
+    # The issue's example: the formula gives 0.481 (it ignores the reward); with the reward bumped at one pair the
+    # defining ratio eps_loc / ||Q - TQ|| is exactly 1 at the TD fixed point (derived in the module docstring).
+    from polab.theory.bellman_operators import FiniteMDP
+    from polab.theory.realizability import incompleteness_ratio, realizability_residual
+
+    inst = random_instance(generator=np.random.default_rng(45))
+    ok = incompleteness_factor(inst.features, inst.mdp, inst.policy, inst.mu, gamma=inst.gamma)
+    assert ok.realizability_residual <= 1e-12 and round(ok.alpha, 3) == 0.481
+    r = inst.mdp.rewards.copy()
+    r[0, 0] += 1.0
+    mdp = FiniteMDP(transitions=inst.mdp.transitions, rewards=r)
+    assert realizability_residual(inst.features, mdp, inst.policy, gamma=inst.gamma) > 0.1
+    with pytest.raises(ValueError, match="not realizable.*check_realizability=False"):
+        incompleteness_factor(inst.features, mdp, inst.policy, inst.mu, gamma=inst.gamma)
+    unchecked = incompleteness_factor(inst.features, mdp, inst.policy, inst.mu, gamma=inst.gamma, check_realizability=False)
+    assert unchecked.alpha == pytest.approx(ok.alpha, rel=RTOL)  # the eigenproblem does not see the reward
+    phi, mu, g = inst.features, inst.mu, inst.gamma
+    P = policy_transition_matrix(mdp, inst.policy)
+    w_td = np.linalg.solve(phi.T @ (mu[:, None] * (phi - g * P @ phi)), phi.T @ (mu * r.reshape(-1)))
+    assert incompleteness_ratio(w_td, phi, mdp, inst.policy, mu, gamma=g) == pytest.approx(1.0, rel=RTOL)
+    # with the realizable reward the ratio at the eigen-direction is the formula's alpha
+    w = inst.w_star + ok.direction
+    assert incompleteness_ratio(w, phi, inst.mdp, inst.policy, mu, gamma=g) == pytest.approx(ok.alpha, rel=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.9, 0.99])
+def test_both_amplifications_and_which_one_is_proved(alpha):
+    inst = two_state_instance(alpha=alpha) if alpha > 0 else two_state_instance(mu1=1.0)
+    f = incompleteness_factor(inst.features, inst.mdp, inst.policy, inst.mu, gamma=inst.gamma)
+    assert f.amplification == pytest.approx(1 / math.sqrt(1 - f.alpha**2), rel=RTOL)  # proved here
+    assert f.amplification_paper == pytest.approx(1 / (1 - f.alpha), rel=RTOL)  # the paper's statement
+    assert f.amplification_paper >= f.amplification * (1 - RTOL)  # the paper's form is implied by the proved one
+    b = realizability_bound(1000, weight_norm=1.0, alpha=f.alpha, concentrability=2.0, scale=3.0, dim=1, gamma=0.9,
+                            delta=0.1)
+    ratio = math.sqrt((1 + f.alpha) / (1 - f.alpha))  # derived: (1/(1-a)) / (1/sqrt(1-a^2))
+    assert b.value_error_paper_form == pytest.approx(b.value_error * ratio, rel=RTOL)
+    assert b.amplification_paper == pytest.approx(f.amplification_paper, rel=1e-9)
