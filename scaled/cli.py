@@ -1,8 +1,12 @@
 """The ``polab`` command line.
 
 - ``polab train ALGO ...``: a trainer from ``polab.scaled.trainers`` (a module defining
-  ``add_cli(subparsers)``), e.g. ``polab train grpo`` (GRPO with a DUMP or uniform curriculum);
+  ``main(argv)``), e.g. ``polab train grpo`` (GRPO with a DUMP or uniform curriculum);
+  ``polab train ALGO --help`` lists every option with its default after ``--preset``/``--config``;
 - ``polab run NAME ...``: an experiment from ``polab.scaled.experiments`` (``polab run --list``);
+- ``polab plot RUN [RUN ...] --out FILE``: overlay runs' metrics (:mod:`polab.scaled.plotting`);
+- ``polab export RUN_FOLDER --out DIR [--step N]``: a checkpoint's policy as a Hugging Face folder
+  (:mod:`polab.scaled.export`);
 - ``polab models``: the model names polab understands.
 
 Multi-process: ``torchrun --nproc_per_node N -m polab.scaled.cli train grpo ...``.
@@ -20,7 +24,7 @@ __all__ = ["main"]
 
 
 def _trainer_modules() -> list[str]:
-    """Modules of polab.scaled.trainers that define ``add_cli(subparsers)`` (found automatically)."""
+    """Modules of polab.scaled.trainers that define ``main(argv)`` (found automatically)."""
     from . import trainers
 
     names = []
@@ -29,7 +33,7 @@ def _trainer_modules() -> list[str]:
             continue
         spec = importlib.util.find_spec(f"polab.scaled.trainers.{m.name}")
         src = spec.loader.get_source(spec.name) if spec and spec.loader else ""
-        if src and "def add_cli(" in src:
+        if src and "\ndef main(" in src:
             names.append(m.name)
     return sorted(names)
 
@@ -56,18 +60,54 @@ def _run_experiment(args, rest: list[str]) -> int:
         return 2
 
 
+def _user_error(exc: BaseException) -> str:
+    """One line for a user error (a multi-line list of configuration problems joined with '; ')."""
+    return str(exc).replace(":\n  - ", ": ").replace("\n  - ", "; ").replace("\n", " ")
+
+
+def _delegate(module: str, argv: list[str], what: str) -> int:
+    """Run ``module.main(argv)`` of a command another part of polab provides; a clear error if it is missing."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        print(f"polab {what}: this installation has no {module} (the command is not available in this version).", file=sys.stderr)
+        return 2
+    try:
+        return int(mod.main(argv) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"polab {what}: error: {_user_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _train(argv: list[str]) -> int:
+    names = _trainer_modules()
+    if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
+        print("usage: polab train ALGO [OPTIONS]   (polab train ALGO --help lists its options)\ntrainers: " + ", ".join(names))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] not in names:
+        print(f"polab train: unknown trainer {argv[0]!r}; available: {', '.join(names)}", file=sys.stderr)
+        return 2
+    return _delegate(f"polab.scaled.trainers.{argv[0]}", argv[1:], f"train {argv[0]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return _train(argv[1:])
+    if argv and argv[0] == "plot":
+        return _delegate("polab.scaled.plotting", argv[1:], "plot")
+    if argv and argv[0] == "export":
+        return _delegate("polab.scaled.export", argv[1:], "export")
     if len(argv) >= 2 and argv[0] == "run" and not argv[1].startswith("-"):
         # everything after the name belongs to the experiment (so `polab run NAME --help` shows its options)
         return _run_experiment(argparse.Namespace(name=argv[1], list=False), argv[2:])
     parser = argparse.ArgumentParser(prog="polab", description="polab: verified policy-optimization estimators, run at scale.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a policy")
-    tsub = train.add_subparsers(dest="algo", required=True)
-    for name in _trainer_modules():
-        mod = importlib.import_module(f"polab.scaled.trainers.{name}")
-        mod.add_cli(tsub)  # each trainer module adds its sub-command and sets func=
+    sub.add_parser("train", help=f"train a policy ({', '.join(_trainer_modules())}; polab train ALGO --help)")
+    sub.add_parser("plot", help="overlay runs' metrics: polab plot RUN [RUN ...] --out FILE")
+    sub.add_parser("export", help="export a checkpoint's policy as a Hugging Face folder: polab export RUN_FOLDER --out DIR")
     run = sub.add_parser("run", help="run an experiment (polab run --list)")
     run.add_argument("name", nargs="?")
     run.add_argument("--list", action="store_true")
@@ -84,11 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{TINY_MODEL}  (random 2-layer Llama for tests)")
         print("or any local Hugging Face folder / hub id")
         return 0
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"polab: error: {exc}", file=sys.stderr)
-        return 2
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":

@@ -238,8 +238,9 @@ class Trainer:
     label: ClassVar[str] = "train"
     progress_metrics: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, config: TrainerConfig, dist_info: D.DistInfo | None = None):
+    def __init__(self, config: TrainerConfig, dist_info: D.DistInfo | None = None, *, task=None):
         self.cfg = config
+        self._task_override = task  # a task object in place of config.task (recorded in config.json by its spec)
         self.dist = dist_info or D.init_distributed(config.device)
         self.device = self.dist.device
         self.out = Path(config.out)
@@ -362,6 +363,10 @@ class Trainer:
         d = self.cfg.to_dict()
         d["world_size"] = self.dist.world_size
         d["model_source"] = str(getattr(getattr(self, "policy", None), "name_or_path", ""))
+        if self._task_override is not None:
+            from ..tasks import task_spec
+
+            d["task"] = task_spec(self._task_override)  # what rebuilds it, or python:module.Class (a replay passes the object again)
         try:
             from ..config import provenance
 
@@ -463,10 +468,21 @@ class Trainer:
     # -- command line ---------------------------------------------------------------------------
     @classmethod
     def run_cli(cls, cfg: TrainerConfig, **kwargs) -> int:
-        """Train from a parsed configuration (also under torchrun); user errors exit 2 with one message (from rank 0)."""
-        info = D.init_distributed(cfg.device) if _valid_device(str(cfg.device)) else None
-        if info is None:
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+        """Train from a parsed configuration (also under torchrun); user errors exit 2 with one message, from rank 0 only.
+
+        The whole configuration is validated before the process group, the models or the run folder are touched.
+        """
+        import os
+        import sys
+
+        rank = int(os.environ.get("RANK", "0"))
+        try:
+            cfg.validate(int(os.environ.get("WORLD_SIZE", "1")))
+            info = D.init_distributed(cfg.device)
+        except ValueError:
+            if rank != 0:
+                return 2
+            raise
         try:
             try:
                 out = cls(cfg, info, **kwargs).train()
@@ -475,7 +491,103 @@ class Trainer:
                     return 2
                 raise exc
             if info.is_main:
-                print(f"run folder: {out}\n  metrics: {out / 'metrics.csv'}")
+                print(f"run folder: {out}\n  metrics: {out / 'metrics.csv'}", file=sys.stdout)
         finally:
             D.shutdown(info)
         return 0
+
+
+# -- the generated command line ------------------------------------------------------------------
+
+
+def _plugins_in(argv: list[str]) -> list[str]:
+    """Modules named by ``--plugins A B`` or by the ``plugins`` of a ``--config`` file (imported before parsing)."""
+    mods: list[str] = []
+    for i, a in enumerate(argv):
+        if a == "--plugins":
+            for b in argv[i + 1:]:
+                if b.startswith("--"):
+                    break
+                mods += [m for m in b.split(",") if m]
+        elif a.startswith("--plugins="):
+            mods += [m for m in a.split("=", 1)[1].split(",") if m]
+        elif a == "--config" and i + 1 < len(argv) or a.startswith("--config="):
+            path = argv[i + 1] if a == "--config" else a.split("=", 1)[1]
+            try:
+                from ..config import load_config_file
+
+                mods += list(load_config_file(path).get("plugins") or [])
+            except (ValueError, OSError, AttributeError):
+                pass  # parse_config reports an unreadable file
+    return mods
+
+
+def legacy_flags(cls: type[TrainerConfig]) -> dict[str, list[str]]:
+    """Flat command-line options of earlier polab versions -> the method-group options that replace them."""
+    out: dict[str, list[str]] = {}
+    for reg in cls.method_fields.values():
+        for name, mcls in reg.items():
+            if mcls.Options is None:
+                continue
+            kinds = {f.name: f.type for f in dataclasses.fields(mcls.Options)}
+            for old, new in mcls.legacy_options.items():
+                flag, target = "--" + old.replace("_", "-"), f"--{name}.{new.replace('_', '-')}"
+                out.setdefault(flag, []).append(target)
+                if str(kinds.get(new)) in ("bool", "<class 'bool'>"):
+                    out.setdefault("--no-" + old.replace("_", "-"), []).append(f"--{name}.no-{new.replace('_', '-')}")
+    return out
+
+
+def translate_legacy_argv(cls: type[TrainerConfig], argv: list[str], *, extra: dict[str, list[str]] | None = None) -> list[str]:
+    """Rewrite old flat flags (``--spo-threshold 0.9``) to the method groups' (``--spo-chain.threshold 0.9``)."""
+    table = {**legacy_flags(cls), **(extra or {})}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        key, eq, val = a.partition("=")
+        if key in table:
+            targets = table[key]
+            takes_value = not (key.startswith("--no-") or any(".no-" in t or t.startswith("--no-") for t in targets)) and not eq
+            nxt = argv[i + 1] if takes_value and i + 1 < len(argv) and not (argv[i + 1].startswith("--") and len(argv[i + 1]) > 2) else None
+            for t in targets:
+                if eq:
+                    out.append(f"{t}={val}")
+                elif nxt is not None:
+                    out += [t, nxt]
+                else:
+                    out.append(t)
+            i += 2 if nxt is not None else 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def cli_main(trainer_cls: type[Trainer], config_cls: type[TrainerConfig], presets: dict[str, dict], argv, *, prog: str,
+             default_preset: str | None, description: str = "", legacy: dict[str, list[str]] | None = None) -> int:
+    """``polab train NAME``: parse ``argv`` into ``config_cls`` (options generated by :mod:`polab.scaled.config`) and train.
+
+    Every field of the configuration is an option (``--help`` shows the defaults after ``--preset`` and
+    ``--config``); each registered method with options has a group ``--METHOD.OPTION``; ``--config
+    runs/x/config.json`` replays run ``x``; ``--plugins MODULE`` imports user modules that register methods
+    before the options are built; old flat method options (``--spo-threshold``) are accepted.
+    """
+    from ..config import config_to_dict, parse_config
+
+    argv = list(argv)
+    import_plugins(_plugins_in(argv))
+    argv = translate_legacy_argv(config_cls, argv, extra=legacy)
+    groups = {f"{name}.": mcls.Options for reg in config_cls.method_fields.values() for name, mcls in reg.items() if mcls.Options is not None}
+    cfg, group_cfgs = parse_config(config_cls, argv, prog=prog, presets=presets, default_preset=default_preset, description=description,
+                                   groups=groups, ignore_keys=("world_size", "model_source"))
+    methods = dict(cfg.methods)
+    for opt in config_cls.method_fields:
+        try:
+            mcls = cfg.method_class(opt)
+        except ValueError:
+            continue  # an unknown name: validate() reports it with the known ones
+        if mcls.Options is not None:
+            methods[mcls.name] = config_to_dict(group_cfgs[f"{mcls.name}."])
+    cfg.methods = methods
+    return trainer_cls.run_cli(cfg)

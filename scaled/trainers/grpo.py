@@ -35,7 +35,6 @@ from a checkpoint continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass, field
@@ -53,15 +52,9 @@ from ..methods import ADVANTAGES, REWARD_SHAPERS, SAMPLE_FILTERS
 from ..methods.advantages import sequence_of
 from ..models import EMBEDDED_MODEL, ValueModel, load_model  # noqa: F401  (ValueModel: re-exported for old imports)
 from ..rollout import PrefixSharedLogprobs, RolloutBatch, generate_rollouts, sample_rollouts, token_logprobs
-from ..tasks.arithmetic import ArithmeticTask
-from ..tasks.knights_knaves import KnightsKnavesTask
 from . import base
-from ..run_folder import add_run_arguments
 from .base import StepResult, Trainer, TrainerConfig, step_seed
 from .schedule import UpdateSchedule
-
-#: Task classes by name; each takes (levels, *, puzzles_per_size, seed).
-TASKS = {"kk": KnightsKnavesTask, "arithmetic": ArithmeticTask}
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "GRPOConfig", "GRPOTrainer", "PRESETS", "Rollout", "SAMPLE_FILTER_NAMES", "config_from_preset", "step_seed"]
 
@@ -76,10 +69,12 @@ class GRPOConfig(TrainerConfig):
 
     # model and task
     model: str = field(default=EMBEDDED_MODEL, metadata={"help": "smollm2-135m-instruct (embedded), tiny-llama, a local HF folder or a hub id"})
-    task: str = field(default="kk", metadata={"help": "kk (Knights-and-Knaves, the DUMP paper's) or arithmetic"})
-    levels: tuple[int, ...] = field(default=(3, 4, 5, 6), metadata={"help": "one distribution each: people per puzzle (kk) or digits per operand (arithmetic)"})
-    puzzles_per_size: int = field(default=200, metadata={"help": "problems per distribution"})
+    task: str = field(default="kk", metadata={"help": "task spec (polab.scaled.tasks.build_task): kk (Knights-and-Knaves, the DUMP paper's), "
+                                                      "arithmetic, jsonl:PATH, hf-dataset:PATH, or a registered task"})
+    levels: tuple[int, ...] = field(default=(3, 4, 5, 6), metadata={"help": "kk/arithmetic: one distribution each, people per puzzle (kk) or digits per operand"})
+    puzzles_per_size: int = field(default=200, metadata={"help": "kk/arithmetic: problems per distribution"})
     task_seed: int = field(default=1234, metadata={"help": "seed of the task's problem pool"})
+    task_reward: str | None = field(default=None, metadata={"help": "jsonl/hf-dataset tasks: exact, numeric, regex:PATTERN or module:function"})
     # curriculum
     curriculum: str = field(default="dump", metadata={"help": "distribution-level curriculum", "choices": ("dump", "uniform")})
     dump_window: int = field(default=300, metadata={"help": "DUMP: advantages kept per distribution"})
@@ -96,9 +91,9 @@ class GRPOConfig(TrainerConfig):
                                                                    "choices": ("shared-prefix", "hf")})
     shared_prefix_logprobs: bool = field(default=True, metadata={"help": "one prompt pass per group in the training forward (exact; see polab.scaled.rollout)"})
     # methods (registered by name; their options: --NAME.OPTION)
-    advantage: str = field(default="grpo", metadata={"help": "advantage estimator (polab.scaled.methods.ADVANTAGES)"})
-    sample_filter: str = field(default="none", metadata={"help": "which samples the update sees (polab.scaled.methods.SAMPLE_FILTERS)"})
-    reward_shaper: str = field(default="none", metadata={"help": "task reward -> the advantage's reward (polab.scaled.methods.REWARD_SHAPERS)"})
+    advantage: str = field(default="grpo", metadata={"help": f"advantage estimator: {', '.join(ADVANTAGES.names())}, or a user's (--plugins MODULE, or module:attr)"})
+    sample_filter: str = field(default="none", metadata={"help": f"which samples the update sees: {', '.join(SAMPLE_FILTERS.names())}, or a user's"})
+    reward_shaper: str = field(default="none", metadata={"help": f"task reward -> the reward the advantage sees: {', '.join(REWARD_SHAPERS.names())}, or a user's"})
     std_convention: str = field(default="verl", metadata={"help": "group std of grpo advantages", "choices": ("verl", "trl", "openrlhf")})
     # loss
     aggregation: str = field(default="token-mean", metadata={"help": "token aggregation of the loss", "choices": AGGREGATIONS})
@@ -139,8 +134,10 @@ class GRPOConfig(TrainerConfig):
                         f"({G} x {world_size}) that divides the batch of {total} responses")
         if not isinstance(self.ppo_epochs, int) or self.ppo_epochs < 1:
             errs.append(f"ppo_epochs must be an integer >= 1, got {self.ppo_epochs!r}")
-        if self.task not in TASKS:
-            errs.append(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        from ..tasks import TASKS as TASK_REGISTRY
+
+        if str(self.task).partition(":")[0] not in TASK_REGISTRY:
+            errs.append(f"task: unknown task spec {self.task!r}; choose one of {', '.join(sorted(TASK_REGISTRY))} (NAME or NAME:ARGUMENT)")
         if not self.levels:
             errs.append("levels is empty: give the puzzle sizes (kk) or digit counts (arithmetic), one distribution each")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -246,15 +243,11 @@ class GRPOTrainer(Trainer):
     label = "GRPO"
     progress_metrics = {"reward_mean": "reward", "accuracy": "acc", "time_step_s": "s"}
 
-    def __init__(self, config: GRPOConfig, dist_info: D.DistInfo | None = None, *, task=None):
-        self._task_override = task
-        super().__init__(config, dist_info)
-
     def build(self) -> None:
         cfg = self.cfg
         self.label = f"GRPO[{cfg.curriculum}]"
         self.advantage, self.sample_filter, self.reward_shaper = (self.methods[k] for k in ("advantage", "sample_filter", "reward_shaper"))
-        self.task = self._task_override or TASKS[cfg.task](tuple(cfg.levels), puzzles_per_size=cfg.puzzles_per_size, seed=cfg.task_seed)
+        self.task = self._task_override or self._build_task()
         self.sources = list(self.task.distributions)
         sched_kwargs = {}
         if cfg.curriculum == "dump":
@@ -272,6 +265,14 @@ class GRPOTrainer(Trainer):
         self.model = self.wrap_ddp(self.logprob_module)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.advantage.setup(self)
+
+    def _build_task(self):
+        from ..tasks import accepted_options, build_task
+
+        cfg = self.cfg
+        opts = dict(levels=tuple(cfg.levels), puzzles_per_size=cfg.puzzles_per_size, seed=cfg.task_seed, reward=cfg.task_reward)
+        allowed = accepted_options(cfg.task)
+        return build_task(cfg.task, **{k: v for k, v in opts.items() if allowed is None or k in allowed})
 
     @property
     def critic(self):
@@ -472,58 +473,11 @@ def _frozen_copy(model):
 # -- command line ----------------------------------------------------------
 
 
-def add_cli(sub) -> argparse.ArgumentParser:
-    """Add ``polab train grpo`` to the CLI's ``train`` sub-commands."""
-    p = sub.add_parser("grpo", help="GRPO on verifiable tasks with a distribution-level curriculum (DUMP or uniform)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo", help="named configuration; other options override it")
-    p.add_argument("--curriculum", choices=["dump", "uniform"])
-    p.add_argument("--model", help="smollm2-135m-instruct (embedded), tiny-llama, a local HF folder or a hub id")
-    p.add_argument("--task", choices=["kk", "arithmetic"], help="Knights-and-Knaves (the DUMP paper's) or integer addition")
-    p.add_argument("--levels", type=lambda s: tuple(int(x) for x in s.split(",")), help="one distribution each: people per puzzle (kk) or digits (arithmetic), e.g. 3,4,5,6")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--prompts-per-step", type=int, help="global number of prompts per step")
-    p.add_argument("--samples-per-prompt", type=int, help="group size G")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--rollout-engine", choices=["shared-prefix", "hf"], help="polab's prompt-sharing KV-cache sampler or transformers' generate")
-    p.add_argument("--full-logprobs", dest="shared_prefix_logprobs", action="store_false", default=None, help="one full forward per response in training (no prompt sharing)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--advantage", help="group-relative estimator, spo_chain (SPO's segment advantages), ppo_gae, or pcpg (edit-distance step rewards)")
-    p.add_argument("--sample-filter", help="PF-PPO filtration, Skywork R1V2's SSB or ARPO's success replay")
-    p.add_argument("--spo-threshold", type=float, help="SPO cutpoint: token probability below this")
-    p.add_argument("--spo-cutpoints-per-segment", type=int, help="SPO interval: cutpoints per segment")
-    p.add_argument("--spo-mc-samples", type=int, help="SPO continuations per segment start")
-    p.add_argument("--no-spo-probability-mask", dest="spo_probability_mask", action="store_false", default=None, help="SPO loss on all tokens, not cutpoints only")
-    p.add_argument("--gae-gamma", type=float, help="ppo_gae: discount")
-    p.add_argument("--gae-lambda", type=float, help="ppo_gae: GAE lambda")
-    p.add_argument("--gae-truncation", choices=["terminal", "bootstrap"], help="ppo_gae: truncated responses terminal (PPO) or bootstrapped (T-PPO's EGAE)")
-    p.add_argument("--value-lr", type=float, help="ppo_gae: critic learning rate")
-    p.add_argument("--pcpg-kernel-size", type=int, help="pcpg: odd width of the pseudo-convolution kernel")
-    p.add_argument("--pcpg-kernel", choices=["uniform", "gaussian"], help="pcpg: kernel weights (sum to 1)")
-    p.add_argument("--pcpg-gamma", type=float, help="pcpg: discount of the convolved step rewards")
-    p.add_argument("--pcpg-baseline", help="pcpg: baseline of the returns (group leave-one-out, group mean, none)")
-    p.add_argument("--ssb-capacity", type=int, help="groups held by the Selective Sample Buffer")
-    p.add_argument("--arpo-capacity", type=int, help="successful trajectories kept per task by ARPO")
-    p.add_argument("--std-convention", choices=["verl", "trl", "openrlhf"])
-    p.add_argument("--aggregation", choices=AGGREGATIONS)
-    p.add_argument("--kl-coef", type=float)
-    p.add_argument("--kl-estimator", choices=["k1", "k2", "k3"])
-    p.add_argument("--clip-low", type=float)
-    p.add_argument("--clip-high", type=float)
-    p.add_argument("--micro-batch-size", type=int, help="responses per forward/backward (0 = all)")
-    p.add_argument("--dump-window", type=int)
-    p.add_argument("--dump-temperature", type=float)
-    p.add_argument("--dump-exploration", type=float)
-    p.add_argument("--dump-bonus", choices=["code", "paper"])
-    p.add_argument("--ppo-epochs", type=int)
-    p.add_argument("--mini-batch-size", type=int)
-    add_run_arguments(p)
-    p.set_defaults(func=run_cli)
-    return p
+def main(argv=None) -> int:
+    """``polab train grpo`` (also under torchrun): options generated from :class:`GRPOConfig` and the method groups."""
+    import sys
 
-
-def run_cli(args) -> int:
-    """Entry of ``polab train grpo`` (also under torchrun)."""
-    opts = {k: v for k, v in vars(args).items() if k not in ("command", "algo", "preset", "func")}
-    return GRPOTrainer.run_cli(config_from_preset(args.preset, **opts))
+    return base.cli_main(GRPOTrainer, GRPOConfig, PRESETS, sys.argv[1:] if argv is None else argv, prog="polab train grpo",
+                         default_preset="cpu-demo", legacy={"--full-logprobs": ["--no-shared-prefix-logprobs"]},
+                         description="GRPO-family training on verifiable tasks with a distribution-level curriculum (DUMP or uniform) "
+                                     "and registered advantage estimators, sample filters and reward shapers.")

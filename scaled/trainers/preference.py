@@ -30,7 +30,6 @@ what ran before it and a resumed run continues exactly.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ import torch
 from ..methods.preference import JUDGE_PRINCIPLE, PAIR_LABELLERS, PREFERENCE_LOSSES  # noqa: F401  (JUDGE_PRINCIPLE re-exported)
 from ..models import EMBEDDED_MODEL, load_model
 from ..rollout import RolloutBatch, sample_rollouts
-from ..run_folder import add_run_arguments, read_metrics
+from ..run_folder import read_metrics
 from ..tasks.length_target import count_words
 from . import base
 from .base import StepResult, Trainer, TrainerConfig
@@ -62,8 +61,8 @@ class PreferenceConfig(TrainerConfig):
     target_words: int = field(default=3, metadata={"help": "length-target: the reward's peak in words"})
     reward_scale: float = field(default=4.0, metadata={"help": "length-target: reward decay length in words"})
     # scheme and loss
-    scheme: str = field(default="on-policy-dpo", metadata={"help": "sample source x loss (polab.scaled.methods.preference.PREFERENCE_LOSSES)"})
-    pair_labels: str = field(default="reward", metadata={"help": "who decides the winner of a pair (PAIR_LABELLERS): the reward or the reference as AI judge"})
+    scheme: str = field(default="on-policy-dpo", metadata={"help": "sample source x loss: " + ", ".join(PREFERENCE_LOSSES.names()) + ", or a user's (--plugins MODULE)"})
+    pair_labels: str = field(default="reward", metadata={"help": "who decides the winner of a pair: " + ", ".join(PAIR_LABELLERS.names())})
     beta: float = field(default=0.1, metadata={"help": "KL strength of DPO-type losses"})
     label_smoothing: float = field(default=0.0, metadata={"help": "> 0: conservative DPO"})
     ipo_target_margin: float | None = field(default=None, metadata={"help": "IPO target margin (unset: 1/(2 beta), as the IPO paper, TRL, OpenRLHF)"})
@@ -144,7 +143,15 @@ class PreferenceSample:
 
 
 class PreferenceTrainer(Trainer):
-    """Composes task, sampler (reference or policy), reward, registered preference loss and optimizer."""
+    """Composes task, sampler (reference or policy), reward, registered preference loss and optimizer.
+
+    Parameters
+    ----------
+    config : PreferenceConfig
+    dist_info : polab.scaled.distributed.DistInfo, optional
+    task : object, optional
+        Any task of the protocol of :mod:`polab.scaled.tasks` (``prompt``, ``sample``, ``reward``); overrides ``config.task``.
+    """
 
     progress_metrics = {"policy_reward": "reward", "policy_words": "words", "time_step_s": "s"}
 
@@ -152,7 +159,7 @@ class PreferenceTrainer(Trainer):
         cfg = self.cfg
         self.scheme, self.pair_labeller = self.methods["scheme"], self.methods["pair_labels"]
         self.label = f"preference[{self.scheme.name}]"
-        self.task = self._build_task()
+        self.task = self._task_override or self._build_task()
         loaded = load_model(cfg.model, seed=cfg.seed)
         self.tokenizer = loaded.tokenizer
         self.policy = loaded.model.to(self.device)
@@ -268,52 +275,11 @@ def plot_preference_run(run: Path) -> Path:
 # -- command line ----------------------------------------------------------
 
 
-def add_cli(sub) -> argparse.ArgumentParser:
-    """Add ``polab train preference`` to the CLI's ``train`` sub-commands."""
-    p = sub.add_parser("preference", help="preference fine-tuning (DPO/IPO/cDPO/best-of-N/CoPG/OPA-DPO/GEPO, Direct Advantage PO; reward or AI-feedback labels)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo", help="named configuration; other options override it")
-    p.add_argument("--scheme", help="sample source x loss: " + ", ".join(PREFERENCE_LOSSES.names()))
-    p.add_argument("--task", help="task spec (length-target, arithmetic, jsonl:PATH, ...)")
-    p.add_argument("--pair-labels", help="pair winners from the programmatic reward or from the reference model as AI judge (self-reference AI feedback)")
-    p.add_argument("--judge-principle", help="ai-feedback: the judge's one general principle")
-    p.add_argument("--judge-space", choices=["probability", "logit"], help="ai-feedback: order-swap average in probability or logit space")
-    p.add_argument("--min-preference-strength", type=float, help="ai-feedback: drop pairs whose |preference strength| is below this")
-    p.add_argument("--dapo-step-tokens", type=int, help="offline-direct-advantage-po: tokens per step")
-    p.add_argument("--dapo-mc-samples", type=int, help="offline-direct-advantage-po: reference continuations per step boundary (critic targets)")
-    p.add_argument("--dapo-critic-loss", choices=["mse", "bce"], help="offline-direct-advantage-po: critic regression loss")
-    p.add_argument("--dapo-value-lr", type=float, help="offline-direct-advantage-po: critic learning rate")
-    p.add_argument("--dapo-center-states", action="store_true", default=None, help="offline-direct-advantage-po: centre residuals within identical states")
-    p.add_argument("--model", help="smollm2-135m-instruct (embedded), tiny-llama, a local HF folder or a hub id")
-    p.add_argument("--target-words", type=int, help="reward peak: words per response")
-    p.add_argument("--reward-scale", type=float, help="reward decay length in words")
-    p.add_argument("--beta", type=float)
-    p.add_argument("--label-smoothing", type=float, help="> 0 gives conservative DPO")
-    p.add_argument("--ipo-target-margin", type=float, help="IPO target margin (default 1/(2 beta))")
-    p.add_argument("--negative-coef", type=float, help="coefficient of the best-of-N negative gradient")
-    p.add_argument("--pairing", choices=["all", "best-worst"])
-    p.add_argument("--average-logprobs", action="store_true", default=None, help="token-mean sequence log-probs (TRL's IPO)")
-    p.add_argument("--copg-scale", type=float, help="CoPG: constant in front of the squared difference")
-    p.add_argument("--opa-anchor", choices=["sigmoid", "squared", "none"], help="OPA-DPO anchor on the chosen implicit reward")
-    p.add_argument("--opa-anchor-value", type=float)
-    p.add_argument("--opa-anchor-coef", type=float)
-    p.add_argument("--gepo-consistency-coef", type=float, help="GEPO: weight of the within-equivalent-group variance")
-    p.add_argument("--gepo-margin", type=float)
-    p.add_argument("--gepo-threshold", type=float, help="GEPO: reward at which a response counts as equivalent (default: above the prompt's mean)")
-    p.add_argument("--prompts-per-step", type=int)
-    p.add_argument("--samples-per-prompt", type=int)
-    p.add_argument("--eval-samples-per-prompt", type=int)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--lr", type=float)
-    add_run_arguments(p)
-    p.add_argument("--torch-threads", type=int)
-    p.set_defaults(func=run_cli)
-    return p
+def main(argv=None) -> int:
+    """``polab train preference``: options generated from :class:`PreferenceConfig` and the method groups."""
+    import sys
 
-
-def run_cli(args) -> int:
-    """Entry of ``polab train preference``."""
-    opts = {k: v for k, v in vars(args).items() if k not in ("command", "algo", "preset", "func")}
-    return PreferenceTrainer.run_cli(config_from_preset(args.preset, **opts))
+    return base.cli_main(PreferenceTrainer, PreferenceConfig, PRESETS, sys.argv[1:] if argv is None else argv, prog="polab train preference",
+                         default_preset="cpu-demo",
+                         description="Preference fine-tuning (DPO/IPO/cDPO/best-of-N/CoPG/OPA-DPO/GEPO, Direct Advantage PO; "
+                                     "reward or AI-feedback labels) with offline or on-policy samples.")

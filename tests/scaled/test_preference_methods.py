@@ -65,7 +65,7 @@ def test_cli_lists_the_new_schemes(capsys):
         main(["train", "preference", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "on-policy-copg" in out and "--gepo-consistency-coef" in out
+    assert "on-policy-copg" in out and "--on-policy-gepo.consistency-coef" in out
 
 
 @pytest.mark.llm
