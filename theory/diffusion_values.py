@@ -78,6 +78,21 @@ Each of these differs from the continuous value by :math:`O(\Delta t)`
 (Taylor expansion of the formulas; see :mod:`polab.theory.martingale_pe` for the
 rate statement).
 
+Values of the exactly sampled OU chain (derived here)
+-----------------------------------------------------
+On paths from the exact transition (:func:`polab.estimators.sde.exact_ou`) the
+simulator has no bias, and what remains is the estimator's own mesh bias (left-point
+or trapezoid rewards, per-step discount); the target is then
+(:func:`ou_exact_chain_value`, :math:`q = e^{-(\beta+2\kappa)\Delta t}`,
+:math:`\gamma = e^{-\beta\Delta t}`, :math:`s^2=\sigma^2(1-e^{-2\kappa\Delta t})/(2\kappa)`):
+
+- left-point rates: :math:`\theta_1 = \Delta t/(1-q)`, :math:`\theta_2 = \gamma\theta_1 s^2/(1-\gamma)`,
+  so :math:`\theta_1 - \frac{1}{\beta+2\kappa} = \tfrac12\Delta t + O(\Delta t^2)`;
+- trapezoid rates (:func:`polab.estimators.policy_evaluation.interval_reward_rates`):
+  :math:`\theta_1 = \tfrac{\Delta t}2\frac{1+q}{1-q} = \tfrac{\Delta t}{2}\coth\tfrac{(\beta+2\kappa)\Delta t}2
+  = \frac{1}{\beta+2\kappa} + \frac{(\beta+2\kappa)\Delta t^2}{12} + O(\Delta t^4)`,
+  :math:`\theta_2 = \gamma s^2(\theta_1 + \Delta t/2)/(1-\gamma)`.
+
 References
 ----------
 Y. Jia and X. Y. Zhou, "Policy Evaluation and Temporal-Difference Learning in
@@ -99,6 +114,7 @@ __all__ = [
     "ou_value",
     "ou_value_coefficients",
     "ou_euler_value",
+    "ou_exact_chain_value",
     "gbm_value",
     "gbm_euler_value",
     "QuadraticValue",
@@ -188,6 +204,30 @@ def ou_euler_value(*, kappa: float, sigma: float, beta: float, dt: float) -> tup
     th1 = dt / denom
     th2 = g * th1 * sigma**2 * dt / (1.0 - g)
     return th1, th2
+
+
+def ou_exact_chain_value(*, kappa: float, sigma: float, beta: float, dt: float, rule: str = "left") -> tuple[float, float]:
+    r"""``(theta_1, theta_2)`` of the value :math:`\theta_1x^2+\theta_2` of the exactly sampled OU chain (module docstring).
+
+    The chain :math:`X_{i+1} = e^{-\kappa\Delta t}X_i + sZ_i` with reward :math:`\sum_i e^{-\beta t_i}\tilde r_i\Delta t`,
+    :math:`\tilde r_i = X_i^2` (``rule="left"``) or :math:`\tfrac12(X_i^2 + e^{-\beta\Delta t}X_{i+1}^2)`
+    (``"trapezoid"``). From :math:`V(x) = \mathbb{E}[\tilde r_0\Delta t] + e^{-\beta\Delta t}\mathbb{E}V(X_1)`.
+    """
+    _positive("sigma", sigma)
+    _positive("beta", beta)
+    _positive("dt", dt)
+    if not kappa > -beta / 2:
+        raise ValueError(f"the value is finite only when beta + 2*kappa > 0; got beta={beta}, kappa={kappa}.")
+    g = math.exp(-beta * dt)
+    q = math.exp(-(beta + 2 * kappa) * dt)
+    s2 = sigma**2 * dt if kappa == 0 else sigma**2 * (-math.expm1(-2 * kappa * dt)) / (2 * kappa)
+    if rule == "left":
+        th1 = dt / -math.expm1(-(beta + 2 * kappa) * dt)
+        return th1, g * th1 * s2 / (1 - g)
+    if rule == "trapezoid":
+        th1 = 0.5 * dt * (1 + q) / -math.expm1(-(beta + 2 * kappa) * dt)
+        return th1, g * s2 * (th1 + 0.5 * dt) / (1 - g)
+    raise ValueError(f"rule must be 'left' or 'trapezoid'; got {rule!r}.")
 
 
 def _gbm_rate(mu: float, sigma: float, beta: float, power: float) -> float:

@@ -501,3 +501,29 @@ def test_trapezoid_reward_rates_integrate_the_discounted_reward_at_second_order(
         assert all(abs(e[i] / e[i + 1] / order - 1) < 0.05 for i in range(2)), (rule, e)
     with pytest.raises(ValueError, match="rule"):
         interval_reward_rates(x**2, t, rule="simpson")
+
+
+def test_exact_paths_and_trapezoid_rewards_separate_simulator_and_estimator_bias():
+    # On exact OU paths (no simulator bias) LSTD(0) with trapezoid rates targets the exact-chain value
+    # (theory.diffusion_values.ou_exact_chain_value, derived), (dt/2) coth(c dt / 2) = 1/c + c dt^2 / 12, and not the
+    # left-point target 1/c + dt/2. Tolerance: 4 sandwich standard errors (two-sided 6e-5 per coordinate).
+    from polab.estimators.policy_evaluation import interval_reward_rates
+    from polab.estimators.sde import exact_ou, uniform_grid
+    from polab.theory.diffusion_values import ou_exact_chain_value
+
+    k, s, beta, T, N, n = 1.0, 1.0, 1.0, 8.0, 40, 4000
+    dt = T / N
+    g = torch.Generator().manual_seed(11)
+    t = uniform_grid(T, N)
+    X = exact_ou(torch.randn((n, 1), generator=g, dtype=torch.float64), t, kappa=k, sigma=s, generator=g)
+    x2 = X[..., 0] ** 2
+    phi = torch.stack([x2, torch.ones_like(x2)], dim=-1)
+    want = {rule: ou_exact_chain_value(kappa=k, sigma=s, beta=beta, dt=dt, rule=rule) for rule in ("left", "trapezoid")}
+    for rule in ("left", "trapezoid"):
+        b = PathBatch(states=X, times=t, rewards=interval_reward_rates(x2, t, rule=rule, beta=beta))
+        fit = lstd(phi, b, beta=beta)
+        for j in range(2):
+            assert abs(float(fit.theta[j]) - want[rule][j]) <= 4 * float(fit.standard_error[j]), (rule, j)
+        other = want["left" if rule == "trapezoid" else "trapezoid"][0]
+        assert abs(float(fit.theta[0]) - other) > 4 * float(fit.standard_error[0])  # the two targets are resolved
+    assert want["left"][0] - want["trapezoid"][0] > 0.09  # the estimator's own mesh bias: dt/2 vs c dt^2/12

@@ -270,3 +270,22 @@ def test_mstde_terminal_jump_limit_and_its_discrete_approach():
     assert all(9.0 < r < 11.0 for r in ratios), ratios  # first order: a tenfold finer mesh, a tenfold smaller error
     with pytest.raises(ValueError, match="num_steps"):
         mstde_terminal_jump_euler(sigma=1.0, horizon=1.0, x0_second_moment=1.0, num_steps=1)
+
+
+def test_exact_ou_chain_value_series():
+    # Derived (theory.diffusion_values docstring): left-point theta_1 - 1/(beta+2k) = dt/2 + O(dt^2); trapezoid
+    # (dt/2) coth(c dt/2) - 1/c = c dt^2/12 + O(dt^4), c = beta + 2 kappa. Checked through the ratios at small dt.
+    from polab.theory.diffusion_values import ou_exact_chain_value
+
+    k, s, b = 0.7, 1.3, 0.9
+    c = b + 2 * k
+    for dt in (1e-2, 1e-3):
+        left = ou_exact_chain_value(kappa=k, sigma=s, beta=b, dt=dt)[0]
+        trap = ou_exact_chain_value(kappa=k, sigma=s, beta=b, dt=dt, rule="trapezoid")[0]
+        assert (left - 1 / c) / dt == pytest.approx(0.5, rel=2 * c * dt)  # next term c dt^2 / 12 relative to dt/2
+        assert (trap - 1 / c) / dt**2 == pytest.approx(c / 12, rel=c**2 * dt**2)  # next term O(dt^4)
+    # theta_2 follows from theta_1 by the one-step equation; its limit is sigma^2 / (beta c)
+    th2 = ou_exact_chain_value(kappa=k, sigma=s, beta=b, dt=1e-4, rule="trapezoid")[1]
+    assert th2 == pytest.approx(s**2 / (b * c), rel=1e-3)
+    with pytest.raises(ValueError, match="rule"):
+        ou_exact_chain_value(kappa=k, sigma=s, beta=b, dt=0.1, rule="simpson")
