@@ -290,6 +290,22 @@ def _latest_name(ck: Path) -> str | None:
     return name if _STEP_RE.fullmatch(name) else None
 
 
+def _quiet_save_pretrained(model, folder: Path) -> None:
+    """``model.save_pretrained(folder)`` without transformers' per-save "Writing model shards" progress bar."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - a pretrained entry implies transformers
+        model.save_pretrained(folder)
+        return
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def save_checkpoint(run_dir: Path, step: int, *args, state: Mapping | None = None, models: Mapping | None = None,
                     pretrained: Mapping | None = None, keep: int = 2) -> Path:
     """Write checkpoint ``step`` of a run atomically, point ``latest`` at it, rotate this run's old ones.
@@ -368,7 +384,7 @@ def save_checkpoint(run_dir: Path, step: int, *args, state: Mapping | None = Non
             model, tokenizer = entry if isinstance(entry, tuple) else (entry, None)
             model = _unwrap(model)
             folder = tmp / pname
-            model.save_pretrained(folder)
+            _quiet_save_pretrained(model, folder)
             if tokenizer is not None:
                 tokenizer.save_pretrained(folder)
             if not any(folder.glob("*.safetensors")):

@@ -39,7 +39,7 @@ def _contents(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
 
 
-def check_run_folder(out, *, resume: bool, overwrite: bool) -> Path:
+def check_run_folder(out, *, resume: bool, overwrite: bool, can_resume: bool = True) -> Path:
     """Validate a run folder path and the folder's contents without creating or writing anything.
 
     Parameters
@@ -50,6 +50,8 @@ def check_run_folder(out, *, resume: bool, overwrite: bool) -> Path:
         The user continues the run in ``out`` (``--resume``): a non-empty folder is expected.
     overwrite : bool
         The user starts a new run over what ``out`` holds (``--overwrite``).
+    can_resume : bool
+        Whether the command offers ``--resume`` (only changes the error message's advice).
 
     Returns
     -------
@@ -85,8 +87,10 @@ def check_run_folder(out, *, resume: bool, overwrite: bool) -> Path:
         if held:
             shown = ", ".join(held[:6]) + (", ..." if len(held) > 6 else "")
             raise RunFolderError(
-                f"--out {out} already holds files ({shown}); pass --resume to continue the run there, "
-                "--overwrite to start a new run over it, or choose another --out."
+                f"--out {out} already holds files ({shown}); "
+                + ("pass --resume to continue the run there, --overwrite to start a new run over it, " if can_resume else
+                   "pass --overwrite to start a new run over it, ")
+                + "or choose another --out."
             )
     return path
 
@@ -157,7 +161,7 @@ class RunFolder:
         return f"RunFolder({str(self.path)!r}, locked={self.locked})"
 
 
-def prepare_run_folder(out, *, resume: bool, overwrite: bool) -> RunFolder:
+def prepare_run_folder(out, *, resume: bool, overwrite: bool, can_resume: bool = True) -> RunFolder:
     """Open a run folder for one run: validate, create, lock, clean.
 
     Parameters
@@ -170,6 +174,8 @@ def prepare_run_folder(out, *, resume: bool, overwrite: bool) -> RunFolder:
         Start a new run over what ``out`` holds (``--overwrite``): files are replaced as the new run writes
         them, and the old run's checkpoints are no longer resumable or rotated (``checkpoints/latest`` and
         ``checkpoints/history.json`` are removed; the ``step_*`` folders themselves are kept).
+    can_resume : bool
+        Whether the command offers ``--resume`` (only changes the error message's advice).
 
     Returns
     -------
@@ -183,7 +189,7 @@ def prepare_run_folder(out, *, resume: bool, overwrite: bool) -> RunFolder:
         See :func:`check_run_folder`; also when the folder cannot be created, or another process holds its
         lock (the message names that process's pid).
     """
-    path = check_run_folder(out, resume=resume, overwrite=overwrite)
+    path = check_run_folder(out, resume=resume, overwrite=overwrite, can_resume=can_resume)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -205,7 +211,7 @@ def prepare_run_folder(out, *, resume: bool, overwrite: bool) -> RunFolder:
         raise RunFolderError(f"--out {out}: cannot lock {lock_path} ({exc.strerror or exc}).") from None
     try:
         # re-check under the lock: the folder may have been filled between the check and the lock
-        check_run_folder(path, resume=resume, overwrite=overwrite)
+        check_run_folder(path, resume=resume, overwrite=overwrite, can_resume=can_resume)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         os.fsync(fd)

@@ -556,7 +556,7 @@ def run(cfg: MartingalePEConfig) -> Path:
     for the run (:func:`polab.scaled.run_folder.prepare_run_folder`).
     """
     _check(cfg)
-    with prepare_run_folder(cfg.out, resume=False, overwrite=cfg.overwrite):
+    with prepare_run_folder(cfg.out, resume=False, overwrite=cfg.overwrite, can_resume=False):
         return _run(cfg)
 
 

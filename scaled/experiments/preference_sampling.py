@@ -8,7 +8,7 @@ reward queries per step for every scheme), then draws
 ``OUT/figures/reward_vs_steps.png``: the policy's reward against steps,
 mean ± standard error over seeds, one line per scheme. ``--out`` must be new
 or empty; re-run with ``--resume`` to continue a grid (finished runs are
-skipped, interrupted ones resumed).
+skipped, interrupted ones resumed) or ``--overwrite`` to run it again.
 
 Default grid: offline-best-of-n, offline-dpo, on-policy-best-of-n,
 on-policy-dpo (the 2 x 2 of sample source x negative gradient). On 2 CPU cores
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/preference-sampling")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--resume", action="store_true", help="continue the grid in --out (finished runs are skipped)")
+    p.add_argument("--overwrite", action="store_true", help="run the whole grid again over what --out holds")
     args = p.parse_args(argv)
     from ..run_folder import prepare_run_folder
 
@@ -93,12 +94,15 @@ def main(argv=None) -> int:
     configs = {(sc, s): config_from_preset(args.preset, scheme=sc, seed=s, steps=args.steps, model=args.model,
                                            out=str(out / sc / f"seed_{s}"), progress=args.progress, tensorboard=False)
                for sc in schemes for s in seeds}  # every configuration checked before anything is written
-    with prepare_run_folder(out, resume=args.resume, overwrite=False):
+    with prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite):
         for (sc, s), cfg in configs.items():
             latest = Path(cfg.out) / "checkpoints" / "latest"
-            if latest.is_file() and latest.read_text().strip() == f"step_{cfg.steps:08d}":
+            if args.overwrite or not latest.is_file():  # a new run (or one interrupted before its first checkpoint)
+                cfg.resume, cfg.overwrite = False, Path(cfg.out).is_dir()
+            elif latest.read_text().strip() == f"step_{cfg.steps:08d}":
                 continue
-            cfg.resume = latest.is_file()
+            else:
+                cfg.resume = True
             PreferenceTrainer(cfg).train()
     fig = plot_comparison(out, schemes, seeds)
     print(f"figure: {fig}")

@@ -525,3 +525,34 @@ def test_cli_run_folder_files_follow_the_umask(finished_tiny_run):
            for p in [finished_tiny_run, *finished_tiny_run.rglob("*")]
            if p.stat().st_mode & 0o777 != (0o777 if p.is_dir() else 0o666) & ~mask}
     assert bad == {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# experiments (polab run NAME): inputs checked before any work, run folders never written over by accident
+@pytest.mark.parametrize("argv, option", [
+    (["martingale-pe", "--quick", "--dim", "0"], r"--dim"),
+    (["martingale-pe", "--quick", "--alpha", "2"], r"--alpha"),
+    (["martingale-pe", "--quick", "--device", "junk"], r"--device"),
+    (["realizability", "--sizes", "0"], r"--sizes"),
+    (["realizability", "--seeds", "0"], r"--seeds"),
+    (["smoothing-certify", "--quick", "--alpha", "1.5"], r"--alpha"),
+    (["smoothing-certify", "--quick", "--sigmas", "0"], r"--sigmas"),
+    (["smoothing-certify", "--quick", "--certify-episodes", "0"], r"--certify-episodes"),
+    (["pg-optimizers", "--gamma", "0"], r"--gamma"),
+    (["preference-sampling", "--seeds", "a"], r"--seeds"),
+])
+def test_experiment_bad_input_exits_2_before_any_work(tmp_path, capsys, argv, option):
+    pytest.importorskip("gymnasium")
+    out = tmp_path / "run"
+    rc, err = _cli(capsys, ["run", *argv, "--out", str(out)])
+    _assert_clean_refusal(rc, err, option)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["martingale-pe", "realizability", "pg-optimizers", "smoothing-certify", "preference-sampling"])
+def test_experiment_refuses_a_non_empty_out(tmp_path, capsys, name):
+    pytest.importorskip("gymnasium")
+    (tmp_path / "metrics.csv").write_text("mine\n")
+    rc, err = _cli(capsys, ["run", name, "--out", str(tmp_path)])
+    _assert_clean_refusal(rc, err, r"already holds files .*--overwrite")
+    assert (tmp_path / "metrics.csv").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
