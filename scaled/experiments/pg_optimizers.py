@@ -298,7 +298,7 @@ def run(cfg: PGOptimizersConfig) -> Path:
     check_config_values(cfg, positive_ints=("max_episode_steps", "hidden", "hidden_mujoco"), nonempty=("envs", "methods"))
     if not (isinstance(cfg.gamma, (int, float)) and 0.0 < cfg.gamma <= 1.0):
         raise ValueError(f"--gamma must be in (0, 1]; got {cfg.gamma!r}.")
-    with prepare_run_folder(cfg.out, resume=False, overwrite=cfg.overwrite):
+    with prepare_run_folder(cfg.out, resume=False, overwrite=cfg.overwrite, can_resume=False):
         return _run(cfg)
 
 
