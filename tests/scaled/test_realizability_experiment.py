@@ -35,6 +35,7 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     for r in grid:
         # exact quantities from theory/: alpha in [0, 1], C_BE >= 0, value error finite
         assert 0.0 <= r["alpha_exact"] <= 1.0 and r["c_be_exact"] >= 0.0
+        assert r["realizability_residual"] > 1e-6  # default random-Fourier features: alpha_exact is the realizable-case value
         assert math.isfinite(r["err_lstd"]) and r["v_true"] > 0
         assert r["err_lstd"] == pytest.approx(abs(r["v_lstd"] - r["v_true"]), rel=1e-12)
     for r in cart:
@@ -60,6 +61,7 @@ def test_tabular_features_are_gridworld_only_and_realizable(tmp_path):
     assert main(["--envs", "gridworld", "--features", "tabular", "--sizes", "4000", "--seeds", "1", "--out", str(tmp_path / "t")]) == 0
     (row,) = read_metrics(tmp_path / "t" / "metrics.csv")
     assert row["alpha_exact"] <= 1e-6 and row["approx_error"] <= 1e-10  # exact quantities: float64 round-off
+    assert row["realizability_residual"] <= 1e-10  # realizable: alpha_exact applies to this run
     assert math.isfinite(row["err_lstd"])
     with pytest.raises(ValueError, match="gridworld"):
         main(["--envs", "cartpole", "--features", "tabular", "--sizes", "200", "--seeds", "1", "--out", str(tmp_path / "c")])
