@@ -1,0 +1,1 @@
+"""Data sets that polab builds from data shipped with installed packages (nothing is downloaded)."""
