@@ -296,7 +296,7 @@ class Trainer:
             saved = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"resume: cannot read the saved configuration {path} ({exc}).") from exc
-        now = self.cfg.to_dict()
+        now = self.recorded_options()
         changed = []
         for k, v in now.items():
             if k in RESUME_MAY_CHANGE or k not in saved:
@@ -359,14 +359,19 @@ class Trainer:
         sums = D.all_reduce_sum([float(values.get(k, 0.0)) for k in keys], self.dist)
         return {k: (v if k in summed else v / self.dist.world_size) for k, v in zip(keys, sums)}
 
-    def config_dict(self) -> dict:
+    def recorded_options(self) -> dict:
+        """The configuration as config.json records it (a task object by its spec)."""
         d = self.cfg.to_dict()
-        d["world_size"] = self.dist.world_size
-        d["model_source"] = str(getattr(getattr(self, "policy", None), "name_or_path", ""))
         if self._task_override is not None:
             from ..tasks import task_spec
 
             d["task"] = task_spec(self._task_override)  # what rebuilds it, or python:module.Class (a replay passes the object again)
+        return d
+
+    def config_dict(self) -> dict:
+        d = self.recorded_options()
+        d["world_size"] = self.dist.world_size
+        d["model_source"] = str(getattr(getattr(self, "policy", None), "name_or_path", ""))
         try:
             from ..config import provenance
 

@@ -423,7 +423,7 @@ class GRPOTrainer(Trainer):
                     acc[key] += float(getattr(res, name, math.nan)) * ntok
                 if sl.stop - sl.start == schedule.rows:
                     loss_inputs = dict(logp=logp.detach(), old_logp=old.detach(), advantages=token_adv.detach(), mask=m,
-                                       ref_logp=None if ref_logp is None else ref_logp.detach(), loss=res.loss.detach())
+                                       ref_logp=None if ref_logp is None else ref_logp.detach(), loss=res.loss.detach(), batch=batch)
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)))
             self.optimizer.step()
         return dict(acc=acc, grad_norm=sum(grad_norms) / len(grad_norms), loss_inputs=loss_inputs, num_updates=K, tokens=tokens_seen)

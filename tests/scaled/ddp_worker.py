@@ -10,9 +10,13 @@ from polab.scaled.trainers.grpo import GRPOTrainer
 from tests.scaled.grpo_fixtures import DistinctCharsTask, tiny_config
 
 
-def main(out: str) -> None:
+#: extra options by mode: "ppo" runs 2 PPO epochs of 2 mini-batches (8 responses each, 4 per rank) with micro-batches of one group
+MODES = {"plain": {}, "ppo": dict(prompts_per_step=4, ppo_epochs=2, mini_batch_size=8, micro_batch_size=4)}
+
+
+def main(out: str, mode: str = "plain") -> None:
     info = D.init_distributed("cpu")
-    cfg = tiny_config(Path(out) / "run", steps=2, prompts_per_step=2)
+    cfg = tiny_config(Path(out) / "run", steps=2, **{"prompts_per_step": 2, **MODES[mode]})
     tr = GRPOTrainer(cfg, info, task=DistinctCharsTask((1, 2)))
     init = {k: v.detach().clone() for k, v in tr.policy.state_dict().items()}
     tr.train()
@@ -22,4 +26,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

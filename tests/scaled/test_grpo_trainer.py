@@ -139,16 +139,18 @@ def test_hf_generate_engine_and_cli(tmp_path):
     assert r2.returncode == 2 and "--resume" in r2.stderr
 
 
-def test_ddp_two_processes_keep_identical_state(tmp_path):
-    worker = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-              "-m", "tests.scaled.ddp_worker", str(tmp_path)]
+@pytest.mark.parametrize("mode,responses", [("plain", 8), ("ppo", 16)])
+def test_ddp_two_processes_keep_identical_state(tmp_path, mode, responses):
+    port = {"plain": "29533", "ppo": "29534"}[mode]
+    worker = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+              "-m", "tests.scaled.ddp_worker", str(tmp_path), mode]
     r = subprocess.run(worker, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     s1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
     assert s0["scheduler"] == s1["scheduler"]
     assert s0["scheduler"]["counts"] != [0, 0]  # statistics from both ranks were gathered
-    assert sum(s0["scheduler"]["counts"]) == 2 * 8  # 2 steps x (2 prompts x 4 samples), both ranks' responses
+    assert sum(s0["scheduler"]["counts"]) == 2 * responses  # 2 steps x (prompts x 4 samples), both ranks' responses
     for k in s0["params"]:
         assert torch.equal(s0["params"][k], s1["params"][k]), k
     assert any(not torch.equal(s0["params"][k], s0["init"][k]) for k in s0["params"])
