@@ -58,7 +58,6 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest
 
 from polab.estimators.ope_linear import (
-    paired_next_features,
     expected_transitions,
     fitted_q_evaluation,
     incompleteness_factor_estimate,
