@@ -26,6 +26,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.mark.slow  # ~35 s on one core: two quick runs, three attack modes each
 def test_quick_run_writes_a_complete_run_folder_and_reuses_the_policy(tmp_path):
     out = tmp_path / "run"
     assert cli_main(["run", "smoothing-certify", "--quick", "--out", str(out)]) == 0
