@@ -15,13 +15,13 @@ attributes of each of ``E`` entity slots, and in the last column the mask (1 = r
 observation. Networks have ``logits(x) -> [B, A]`` and ``value(x) -> [B]``, the interface of
 :func:`polab.scaled.control.ppo.ppo_minibatch_loss`.
 
-Entity network, per tower (actor and critic are separate towers, as in CleanRL's MLP agents)::
+Entity network (one trunk shared by the policy and value heads)::
 
     e_i = tanh(sum_k W_k[x_ik] + b)                      # dense embedding of entity i    [B, E, d]
     h   = e + MHA(LN(e), mask)                           # masked self-attention (keys)
     h   = h + FFN(LN(h))                                 # position-wise feed-forward
-    z   = [mean_{i: m_i=1} h_i , max_{i: m_i=1} h_i]     # masked pooling                 [B, 2d]
-    out = W_2 tanh(W_1 z + c_1) + c_2
+    z   = tanh(W [mean_{i: m_i=1} h_i, max_{i: m_i=1} h_i, h_agent] + c)   # pooling     [B, hidden]
+    logits = W_pi z + c_pi,   value = w_v . z + c_v
 
 Properties (tested): the output is invariant to any permutation of the entity slots (sum over
 attributes, self-attention and pooling are all permutation equivariant/invariant), and padding
@@ -62,7 +62,7 @@ from torch import nn
 
 __all__ = [
     "pack_observation", "check_entity_input", "masked_mean", "masked_max", "EntityEmbedding",
-    "MaskedSelfAttentionBlock", "EntityTower", "EntityActorCritic", "FlatActorCritic", "make_entity_actor_critic",
+    "MaskedSelfAttentionBlock", "EntityTrunk", "FixedOutputs", "EntityActorCritic", "FlatActorCritic", "make_entity_actor_critic",
     "ARCHITECTURES",
 ]
 
@@ -183,27 +183,43 @@ class MaskedSelfAttentionBlock(nn.Module):
         return h + self.ffn(self.norm2(h))
 
 
-class EntityTower(nn.Module):
-    """Embedding -> self-attention blocks -> masked mean and max pooling -> MLP head with ``out_dim`` outputs."""
+class EntityTrunk(nn.Module):
+    """Embedding -> self-attention blocks -> masked pooling -> ``tanh`` layer: ``[B, E, F+1] -> [B, hidden]``.
 
-    def __init__(self, cardinalities: Sequence[int], out_dim: int, *, dim: int = 32, heads: int = 2, blocks: int = 1,
-                 hidden: int = 64, out_gain: float = 1.0):
+    The pooled state concatenates the masked mean and maximum over entities and, when
+    ``readout_type`` is given, the mean over the entities whose ``type`` attribute (column 0)
+    equals it (the acting agent's own contextualised embedding; zeros if there is none). All three
+    are chosen by mask and attribute, never by slot, so the trunk stays permutation invariant.
+    """
+
+    def __init__(self, cardinalities: Sequence[int], *, dim: int = 32, heads: int = 2, blocks: int = 1, hidden: int = 64,
+                 readout_type: int | None = 0):
         super().__init__()
-        self.cardinalities = tuple(cardinalities)
-        self.embed = EntityEmbedding(cardinalities, dim)
+        self.cardinalities = tuple(int(c) for c in cardinalities)
+        if readout_type is not None and not 0 <= readout_type < self.cardinalities[0]:
+            raise ValueError(f"readout_type must be None or a type index in 0..{self.cardinalities[0] - 1}; got {readout_type!r}.")
+        self.readout_type = readout_type
+        self.embed = EntityEmbedding(self.cardinalities, dim)
         self.blocks = nn.ModuleList(MaskedSelfAttentionBlock(dim, heads, 2 * dim) for _ in range(blocks))
-        self.head = nn.Sequential(_linear(2 * dim, hidden, math.sqrt(2)), nn.Tanh(), _linear(hidden, out_dim, out_gain))
+        self.out = _linear((2 if readout_type is None else 3) * dim, hidden, math.sqrt(2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attrs, mask = check_entity_input(x, self.cardinalities)
         h = self.embed(attrs)
         for block in self.blocks:
             h = block(h, mask)
-        return self.head(torch.cat([masked_mean(h, mask), masked_max(h, mask)], dim=-1))
+        pooled = [masked_mean(h, mask), masked_max(h, mask)]
+        if self.readout_type is not None:  # the acting entity's own contextualised embedding, found by its type
+            pooled.append(masked_mean(h, mask & (attrs[..., 0] == self.readout_type)))
+        return torch.tanh(self.out(torch.cat(pooled, dim=-1)))
 
 
 class EntityActorCritic(nn.Module):
-    """Separate entity towers (:class:`EntityTower`) for the logits and the value.
+    """One entity trunk (:class:`EntityTrunk`) shared by a policy head and a value head.
+
+    ``forward(x)`` returns both from one trunk pass; ``logits(x)`` and ``value(x)`` run the trunk
+    each (the interface of :func:`polab.scaled.control.ppo.ppo_minibatch_loss`; a training loop that
+    wants one pass per minibatch passes it a :class:`FixedOutputs` of ``forward``'s results).
 
     Parameters
     ----------
@@ -211,23 +227,52 @@ class EntityActorCritic(nn.Module):
         Categories per attribute (``polab.scaled.envs.roguelike.ATTRIBUTE_CARDINALITIES``).
     num_actions : int
     dim, heads, blocks, hidden : int
-        Embedding width, attention heads, Transformer blocks, width of the MLP head.
+        Embedding width, attention heads, Transformer blocks, width of the pooled state.
+    readout_type : int or None
+        Type index of the acting entity whose embedding joins the pooled state (:class:`EntityTrunk`).
     """
 
     def __init__(self, cardinalities: Sequence[int], num_actions: int, *, dim: int = 32, heads: int = 2, blocks: int = 1,
-                 hidden: int = 64):
+                 hidden: int = 64, readout_type: int | None = 0):
         super().__init__()
-        kw = dict(dim=dim, heads=heads, blocks=blocks, hidden=hidden)
-        self.actor = EntityTower(cardinalities, num_actions, out_gain=0.01, **kw)
-        self.critic = EntityTower(cardinalities, 1, out_gain=1.0, **kw)
+        self.trunk = EntityTrunk(cardinalities, dim=dim, heads=heads, blocks=blocks, hidden=hidden, readout_type=readout_type)
+        self.pi = _linear(hidden, num_actions, 0.01)
+        self.v = _linear(hidden, 1, 1.0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``[B, E, F + 1]`` -> (logits ``[B, A]``, values ``[B]``)."""
+        z = self.trunk(x)
+        return self.pi(z), self.v(z).squeeze(-1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[B, E, F + 1]`` -> action logits ``[B, A]``."""
-        return self.actor(x)
+        return self.pi(self.trunk(x))
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[B, E, F + 1]`` -> state values ``[B]``."""
-        return self.critic(x).squeeze(-1)
+        return self.v(self.trunk(x)).squeeze(-1)
+
+
+class FixedOutputs:
+    """Stands in for a network whose outputs on one minibatch were computed already (one forward pass).
+
+    ``logits(x)`` and ``value(x)`` return the given tensors whatever ``x`` is (its batch size is checked).
+    """
+
+    def __init__(self, logits: torch.Tensor, value: torch.Tensor):
+        if logits.ndim != 2 or value.shape != logits.shape[:1]:
+            raise ValueError(f"logits must be [B, A] and value [B]; got {tuple(logits.shape)} and {tuple(value.shape)}.")
+        self._logits, self._value = logits, value
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self._logits.shape[0]:
+            raise ValueError(f"FixedOutputs holds {self._logits.shape[0]} rows; got a batch of {x.shape[0]}.")
+        return self._logits
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self._value.shape[0]:
+            raise ValueError(f"FixedOutputs holds {self._value.shape[0]} rows; got a batch of {x.shape[0]}.")
+        return self._value
 
 
 class FlatActorCritic(nn.Module):
@@ -257,6 +302,11 @@ class FlatActorCritic(nn.Module):
         parts = [F.one_hot(attrs[..., k], c) for k, c in enumerate(self.cardinalities)]
         m = mask[..., None].to(torch.float32)
         return torch.cat([p.to(torch.float32) * m for p in parts] + [m], dim=-1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``[B, E, F + 1]`` -> (logits ``[B, A]``, values ``[B]``), one one-hot encoding."""
+        f = self.features(x)
+        return self.actor(f), self.critic(f).squeeze(-1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.actor(self.features(x))

@@ -263,7 +263,8 @@ class RoguelikeEnv(gym.Env):
         self.agent, self.exit, self.hp, self.t = pos[0], pos[1], int(d.start_hp), 0
         self.kinds, self.cells, self.powers = kinds, pos[2:], powers
         self.alive = [True] * len(kinds)
-        self._at = {c: i for i, c in enumerate(self.cells)}
+        self._at = {c: i for i, c in enumerate(self.cells)}  # live entities by cell
+        self._all = dict(self._at)  # every entity of the level by cell (the planner's layout)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -335,48 +336,62 @@ class RoguelikeEnv(gym.Env):
         return {"entities": ent, "mask": mask}
 
     # ------------------------------------------------------------------ planner and rendering
+    def planner_state(self) -> tuple:
+        """The state the planner searches over: ``(agent cell, hit points, bitmask of used/killed entities)``."""
+        gone = sum(1 << i for i, alive in enumerate(self.alive) if not alive)
+        return (self.agent, self.hp, gone)
+
+    def model_step(self, state: tuple, action: int) -> tuple[tuple, str]:
+        """The game's rules as a pure function of a planner state: ``(next state, outcome)``.
+
+        ``outcome`` is ``"exit"`` (success), ``"died"``, ``"invalid"`` (wall or map edge: the state
+        is unchanged) or ``"move"``. Uses the current level's layout (walls, exit, entity stats);
+        :meth:`step` plays the same rules on the live state (tested to agree step by step).
+        """
+        cell, hp, gone = state
+        S = self.design.map_size
+        dr, dc = _MOVES[action]
+        tgt = (cell[0] + dr, cell[1] + dc)
+        if not (0 <= tgt[0] < S and 0 <= tgt[1] < S):
+            return state, "invalid"
+        if tgt == self.exit:
+            return (tgt, hp, gone), "exit"
+        i = self._all.get(tgt)
+        if i is None or (gone >> i) & 1:
+            return (tgt, hp, gone), "move"
+        if self.kinds[i] == WALL:
+            return state, "invalid"
+        if self.kinds[i] == ENEMY:
+            if hp <= self.powers[i]:
+                return state, "died"
+            return (tgt, hp - self.powers[i], gone | (1 << i)), "move"
+        return (tgt, min(hp + self.powers[i], self.design.max_hp), gone | (1 << i)), "move"
+
     def solve(self) -> list[int] | None:
         """The shortest action sequence from the current state that reaches the exit alive (exact BFS).
 
-        The search state is (cell, hit points, set of used potions and killed enemies); moves into
-        walls or off the map and deadly fights are never part of a shortest plan. Returns ``None``
-        when no plan finishes within the remaining turns.
+        Breadth-first search over :meth:`planner_state` with :meth:`model_step`; invalid moves and
+        deadly fights are never part of a shortest plan. Returns ``None`` when no plan finishes
+        within the remaining turns.
         """
         if not self._ready:
             raise RuntimeError("call reset() before solve().")
-        d, S = self.design, self.design.map_size
-        budget = d.horizon - self.t
-        start = (self.agent, self.hp, 0)
+        budget = self.design.horizon - self.t
+        start = self.planner_state()
         parent = {start: None}
         frontier, depth = [start], 0
         while frontier and depth < budget:
             nxt_frontier = []
             for state in frontier:
-                cell, hp, gone = state
-                for a, (dr, dc) in enumerate(_MOVES):
-                    tgt = (cell[0] + dr, cell[1] + dc)
-                    if not (0 <= tgt[0] < S and 0 <= tgt[1] < S):
-                        continue
-                    if tgt == self.exit:
+                for a in range(len(_MOVES)):
+                    new_state, outcome = self.model_step(state, a)
+                    if outcome == "exit":
                         plan = [a]
                         while parent[state] is not None:
                             state, act = parent[state]
                             plan.append(act)
                         return plan[::-1]
-                    i = self._at.get(tgt)
-                    new_hp, new_gone = hp, gone
-                    if i is not None and not (gone >> i) & 1:
-                        if self.kinds[i] == WALL:
-                            continue
-                        if self.kinds[i] == ENEMY:
-                            if hp <= self.powers[i]:
-                                continue
-                            new_hp = hp - self.powers[i]
-                        else:
-                            new_hp = min(hp + self.powers[i], d.max_hp)
-                        new_gone = gone | (1 << i)
-                    new_state = (tgt, new_hp, new_gone)
-                    if new_state not in parent:
+                    if outcome == "move" and new_state not in parent:
                         parent[new_state] = (state, a)
                         nxt_frontier.append(new_state)
             frontier, depth = nxt_frontier, depth + 1

@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from ..checkpoint import atomic_write_text
 from ..config import config_to_dict, parse_config, provenance
-from ..control.entity_policies import ARCHITECTURES, make_entity_actor_critic, pack_observation
+from ..control.entity_policies import ARCHITECTURES, FixedOutputs, make_entity_actor_critic, pack_observation
 from ..control.ppo import ppo_minibatch_loss, rollout_advantages
 from ..envs.roguelike import ACTIONS, ATTRIBUTE_CARDINALITIES, DESIGNS, RoguelikeEnv, RoguelikeVectorEnv
 from ..logger import MetricLogger, read_metrics
@@ -185,9 +185,10 @@ def train_policy(arch: str, cfg: NPCRoguelikeConfig, seed: int, *, progress: boo
         ended_success, ended_return = [], []
         for t in range(T):
             with torch.no_grad():
-                dist = torch.distributions.Categorical(logits=net.logits(x))
+                logits, v = net(x)
+                dist = torch.distributions.Categorical(logits=logits)
                 a = torch.multinomial(dist.probs, 1, generator=gen).squeeze(1)
-                xs[t], acts[t], logps[t], vals[t] = x, a, dist.log_prob(a), net.value(x)
+                xs[t], acts[t], logps[t], vals[t] = x, a, dist.log_prob(a), v
             obs, r, te, tr, info = env.step(a.cpu().numpy())
             done = te | tr
             rews[t] = torch.as_tensor(r, dtype=torch.float32, device=dev)
@@ -206,7 +207,8 @@ def train_policy(arch: str, cfg: NPCRoguelikeConfig, seed: int, *, progress: boo
             perm = torch.randperm(T * N, generator=perm_gen).to(dev)
             for s in range(0, T * N, mb):
                 j = perm[s:s + mb]
-                loss, pl = ppo_minibatch_loss(net, bx[j], ba[j], blp[j], badv[j], bret[j], clip=cfg.clip,
+                logits, values = net(bx[j])  # one forward pass for both heads
+                loss, pl = ppo_minibatch_loss(FixedOutputs(logits, values), bx[j], ba[j], blp[j], badv[j], bret[j], clip=cfg.clip,
                                               value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef)
                 opt.zero_grad()
                 loss.backward()
