@@ -37,6 +37,7 @@ from polab.proofs_checks.pg_optimizer_checks import (
     PRESET_EPSILONS,
     PRESET_GAP_EPSILONS,
     PRESET_METHODS,
+    PRESET_TRAJECTORIES,
     check_convergence,
     check_estimator_unbiasedness,
     compare_at_equal_samples,
@@ -145,3 +146,26 @@ for a in ("harpg", "n_harpg"):
     cmp = compare_at_equal_samples(runs[a], runs["vanilla_pg"])
     print(f"at {cmp.trajectories} trajectories: median |grad| {a} {cmp.median_a:.2e} vs vanilla {cmp.median_b:.2e}, "
           f"one-sided Mann-Whitney p = {cmp.pvalue:.1e} ({SEEDS} seeds)")
+
+# %% [markdown]
+# ## 6. N-PG-IGT's look-ahead weight: $\eta_t$ (exact transport) or the authors' $\eta_{t-1}$
+# The authors' code (`NIGT_optimizer.py`) extrapolates with the previous iteration's $\eta$
+# (`PGMethod(igt_lookahead="eta_prev")`; no extrapolation at $t=1$). On a quadratic that leaves a
+# transport error $(\eta_t/\eta_{t-1}-1)\nabla^2J\,(\theta_t-\theta_{t-1})$ per step, which shrinks like
+# $1/t$ times the step; on the bandit both forms reach a similar gap at the same budget.
+# The optimizers ascend (`maximize=True`); the schedule's $\eta_t$ is `PGSchedule.gradient_weight`,
+# the weight of the new gradient.
+
+# %%
+# a quarter of the budget and 16 seeds keep this cell to a few seconds
+igt = {la: preset_run("npg_igt", generator=np.random.default_rng(7), num_seeds=16, trajectories=PRESET_TRAJECTORIES // 4,
+                      igt_lookahead=la) for la in ("eta_t", "eta_prev")}
+fig, ax = plt.subplots(figsize=(6, 4))
+for la, r in igt.items():
+    ax.loglog(np.maximum(r.trajectories, 1), r.gap.mean(0), label=f"npg_igt, look-ahead {la}")
+    c = check_convergence(r, fraction=BANDIT_CONVERGENCE_FRACTION)
+    print(f"look-ahead {la:8s}: gap {c.initial_gap:.2e} -> {c.final_gap:.2e} (16 seeds, same trajectories)")
+ax.set_xlabel("trajectories")
+ax.set_ylabel("mean $J^* - J(\\theta_t)$")
+ax.legend()
+plt.show()

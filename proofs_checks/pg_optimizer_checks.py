@@ -46,6 +46,8 @@ Run ``python -m polab.proofs_checks.pg_optimizer_checks`` for a short report
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 
@@ -311,7 +313,7 @@ def run_optimizer(task, method, *, iterations: int, num_seeds: int, generator: n
             sb2 = task.sample(P2, batch=hessian_batch_size, generator=tg)
             u = hessian_vector_estimate(sb2.surrogate, sb2.log_prob, P2, q.displacement * keep, reduction="sum") * keep
             used += hessian_batch_size
-        new = pg_update(state, m, g, hessian_vector=u)
+        new = pg_update(state, m, g, hessian_vector=u, maximize=True)  # g, u estimate grad J and its Hessian: ascent
         frozen = ~torch.as_tensor(alive)[:, None]
         state = PGState(new.step, torch.where(frozen, state.params, new.params), torch.where(frozen, state.prev_params, new.prev_params),
                         torch.where(frozen, state.direction, new.direction))
@@ -559,9 +561,15 @@ LQR_STEP_SIZE_UNNORMALIZED = 0.03
 
 
 def preset_run(name: str, *, generator: np.random.Generator, trajectories: int = PRESET_TRAJECTORIES,
-               num_seeds: int = PRESET_SEEDS) -> OptimizerRun:
-    """Run one preset method on the default bandit with the preset trajectory budget."""
+               num_seeds: int = PRESET_SEEDS, igt_lookahead: str = "eta_t") -> OptimizerRun:
+    """Run one preset method on the default bandit with the preset trajectory budget.
+
+    ``igt_lookahead="eta_prev"`` (``npg_igt`` only) uses the authors' look-ahead weight
+    :math:`\\eta_{t-1}` (:class:`polab.estimators.pg_optimizers.PGMethod`).
+    """
     m = PRESET_METHODS[name]
+    if igt_lookahead != "eta_t":
+        m = dataclasses.replace(m, igt_lookahead=igt_lookahead)
     its = trajectories // METHOD_INFO[name].trajectory_batches_per_iteration
     return run_optimizer(default_bandit_task(), m, iterations=its, num_seeds=num_seeds, generator=generator)
 

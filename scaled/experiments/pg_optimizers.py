@@ -137,6 +137,8 @@ class PGOptimizersConfig:
     step_size_n_harpg: float | None = None  # gamma_0 of N-HARPG only; None: step_size_normalized (see "Step sizes of (N)-HARPG")
     step_size_harpg: float | None = None  # gamma_0 of HARPG only; None: step_size_unnormalized
     hessian_clip: float | None = None  # (N)-HARPG safeguard PGMethod.hessian_clip (a smoothness constant L); None: off, the paper's method
+    hvp_form: str = "per-trajectory"  # (N)-HARPG Hessian-vector estimate: "per-trajectory" (unbiased), "batch-product" (c = 1) or "authors" (c = -1/mean steps)
+    igt_lookahead: str = "eta_t"  # N-PG-IGT look-ahead: "eta_t" (exact transport) or "eta_prev" (the authors' code)
     hidden: int = 32
     hidden_mujoco: int = 64
     out: str = "runs/pg_optimizers"
@@ -231,8 +233,9 @@ def _train_one(env_name: str, method: str, seed: int, cfg: PGOptimizersConfig, l
     hidden = cfg.hidden if discrete else cfg.hidden_mujoco
     policy = _Policy(obs_dim, act_dim, hidden, discrete)
     pg = PGMethod(method, step_size0=step_size0(method, cfg),
-                  hessian_clip=cfg.hessian_clip if METHOD_INFO[method].direction == "recursive" else None)
-    opt = PolicyGradientOptimizer(policy.parameters(), pg)
+                  hessian_clip=cfg.hessian_clip if METHOD_INFO[method].direction == "recursive" else None,
+                  igt_lookahead=cfg.igt_lookahead if method == "npg_igt" else "eta_t")
+    opt = PolicyGradientOptimizer(policy.parameters(), pg, maximize=True)  # g and u estimate grad J: ascent
     params = list(policy.parameters())
     used, it, row = 0, 0, step0
     env_seed = 1_000_000 * (seed + 1)
@@ -249,7 +252,12 @@ def _train_one(env_name: str, method: str, seed: int, cfg: PGOptimizersConfig, l
             hb = _collect(envs, policy, env_seed + 100 * it + 50, gen, cfg)
             used += hb[4]
             phi2, lp2 = _surrogate(policy, hb, cfg)
-            u = hessian_vector_estimate(phi2, lp2, params, opt.vector_to_list(q.displacement))
+            if cfg.hvp_form == "per-trajectory":
+                u = hessian_vector_estimate(phi2, lp2, params, opt.vector_to_list(q.displacement))
+            else:  # the authors' STORMHess: c = -1/(mean steps per episode of the Hessian batch); see pg_gradients
+                c = 1.0 if cfg.hvp_form == "batch-product" else -float(hb[3].shape[0]) / max(float(hb[3].sum()), 1.0)
+                u = hessian_vector_estimate(phi2, lp2, params, opt.vector_to_list(q.displacement), form="batch-product",
+                                            product_scale=c)
         opt.step(g, u)
         logger.log(row, {"env": env_name, "method": method, "seed": seed, "iteration": it,
                          "env_steps": used, "mean_return": ret, "direction_norm": float(opt.state.direction.norm())})
@@ -293,6 +301,10 @@ def run(cfg: PGOptimizersConfig) -> Path:
         v = getattr(cfg, name)
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite number > 0 (or None for the HARPG options); got {v!r}.")
+    if cfg.hvp_form not in ("per-trajectory", "batch-product", "authors"):
+        raise ValueError(f"hvp_form must be 'per-trajectory', 'batch-product' or 'authors'; got {cfg.hvp_form!r}.")
+    if cfg.igt_lookahead not in ("eta_t", "eta_prev"):
+        raise ValueError(f"igt_lookahead must be 'eta_t' or 'eta_prev'; got {cfg.igt_lookahead!r}.")
     if cfg.seeds < 1 or cfg.budget < 1 or cfg.episodes_per_batch < 2:
         raise ValueError("seeds and budget must be >= 1 and episodes_per_batch >= 2 (the leave-one-out baseline needs two episodes).")
     check_config_values(cfg, positive_ints=("max_episode_steps", "hidden", "hidden_mujoco"), nonempty=("envs", "methods"))
@@ -372,13 +384,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="gamma_0 of HARPG only (default: --step-size-unnormalized)")
     p.add_argument("--hessian-clip", type=float, default=d.hessian_clip,
                    help="(N)-HARPG only: shrink the Hessian-vector estimate to norm <= L |theta_t - theta_{t-1}| (default: off)")
+    p.add_argument("--hvp-form", default=d.hvp_form, choices=["per-trajectory", "batch-product", "authors"],
+                   help="(N)-HARPG Hessian-vector estimate: per-trajectory (unbiased, default), batch-product (product of batch "
+                        "means), authors (STORMHess: batch product with c = -1/mean episode length)")
+    p.add_argument("--igt-lookahead", default=d.igt_lookahead, choices=["eta_t", "eta_prev"],
+                   help="N-PG-IGT look-ahead weight: eta_t (default) or eta_{t-1} (the authors' code)")
     p.add_argument("--out", default=d.out)
     p.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")
     a = p.parse_args(argv)
     cfg = PGOptimizersConfig(envs=a.envs, methods=a.methods, seeds=a.seeds, seed=a.seed, budget=a.budget,
                              episodes_per_batch=a.episodes_per_batch, max_episode_steps=a.max_episode_steps, gamma=a.gamma,
                              step_size_normalized=a.step_size_normalized, step_size_unnormalized=a.step_size_unnormalized,
-                             step_size_n_harpg=a.step_size_n_harpg, step_size_harpg=a.step_size_harpg, hessian_clip=a.hessian_clip, out=a.out, overwrite=a.overwrite)
+                             step_size_n_harpg=a.step_size_n_harpg, step_size_harpg=a.step_size_harpg, hessian_clip=a.hessian_clip,
+                             hvp_form=a.hvp_form, igt_lookahead=a.igt_lookahead, out=a.out, overwrite=a.overwrite)
     out = run(cfg)
     s = json.loads((out / "summary.json").read_text())
     for e, per in s["final_return"].items():
