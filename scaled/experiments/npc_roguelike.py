@@ -81,7 +81,7 @@ class NPCRoguelikeConfig:
     architectures: tuple[str, ...] = field(default=ARCHITECTURES, metadata={"help": "networks to compare", "choices": ARCHITECTURES})
     seeds: int = field(default=5, metadata={"help": "training seeds per architecture"})
     seed: int = field(default=0, metadata={"help": "first seed"})
-    total_steps: int = field(default=120_000, metadata={"help": "environment steps of PPO training per run"})
+    total_steps: int = field(default=100_000, metadata={"help": "environment steps of PPO training per run"})
     num_envs: int = field(default=16, metadata={"help": "parallel environments"})
     rollout_steps: int = field(default=64, metadata={"help": "steps per environment per PPO update"})
     epochs: int = field(default=4, metadata={"help": "PPO epochs per update"})
@@ -102,6 +102,7 @@ class NPCRoguelikeConfig:
     eval_designs: tuple[str, ...] = field(default=("train",) + HELD_OUT,
                                           metadata={"help": "designs to evaluate on", "choices": tuple(DESIGNS)})
     eval_episodes: int = field(default=200, metadata={"help": "evaluation levels per design"})
+    throughput_steps: int = field(default=500, metadata={"help": "vector steps (16 envs, random actions) timed for env steps/s"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
     out: str = field(default="runs/npc-roguelike", metadata={"help": "run folder"})
@@ -110,8 +111,8 @@ class NPCRoguelikeConfig:
 
 PRESETS = {
     "cpu": {},
-    "quick": {"seeds": 2, "total_steps": 2048, "num_envs": 8, "rollout_steps": 32, "eval_episodes": 16,
-              "eval_designs": ["train", "more-enemies"]},
+    "quick": {"seeds": 2, "total_steps": 512, "num_envs": 8, "rollout_steps": 32, "epochs": 2, "eval_episodes": 8,
+              "eval_designs": ["train", "more-enemies"], "throughput_steps": 20, "progress": False},
     "gpu": {"seeds": 10, "total_steps": 2_000_000, "num_envs": 64, "rollout_steps": 128, "learning_rate": 3e-4,
             "dim": 64, "blocks": 2, "hidden": 256, "eval_episodes": 1000, "device": "cuda"},
 }
@@ -122,7 +123,7 @@ PRESETS = {
 # ---------------------------------------------------------------------------------------------
 def _validate(cfg: NPCRoguelikeConfig) -> None:
     check_config_values(cfg, positive_ints=("seeds", "total_steps", "num_envs", "rollout_steps", "epochs", "minibatches", "dim",
-                                            "heads", "blocks", "hidden", "max_entities", "eval_episodes"),
+                                            "heads", "blocks", "hidden", "max_entities", "eval_episodes", "throughput_steps"),
                         nonneg_ints=("seed",), positive_floats=("learning_rate", "clip", "max_grad_norm"),
                         nonneg_floats=("entropy_coef", "value_coef"), nonempty=("architectures", "eval_designs"))
     for a in cfg.architectures:
@@ -247,6 +248,7 @@ def evaluate_policy(net: nn.Module, design_name: str, episodes: int, *, max_enti
     obs = [None] * len(envs)
     active = [False] * len(envs)
     ret, length = [0.0] * len(envs), [0] * len(envs)
+    plans = [[] for _ in envs]
     for i, env in enumerate(envs):
         if next_level < episodes:
             obs[i], _ = env.reset(seed=EVAL_SEED + next_level)
@@ -260,15 +262,18 @@ def evaluate_policy(net: nn.Module, design_name: str, episodes: int, *, max_enti
             acts = torch.multinomial(probs, 1, generator=gen).squeeze(1).tolist()
         elif policy == "random":
             acts = torch.randint(len(ACTIONS), (len(idx),), generator=gen).tolist()
-        else:
-            acts = [envs[i].solve()[0] for i in idx]
+        else:  # deterministic game: the exact plan made at a level's start is followed open loop
+            for i in idx:
+                if not plans[i]:
+                    plans[i] = envs[i].solve()
+            acts = [plans[i].pop(0) for i in idx]
         for i, a in zip(idx, acts):
             obs[i], r, te, tr, info = envs[i].step(a)
             ret[i] += r
             length[i] += 1
             if te or tr:
                 outcomes.append((info["success"], info["died"], tr and not te, ret[i], length[i]))
-                ret[i], length[i] = 0.0, 0
+                ret[i], length[i], plans[i] = 0.0, 0, []
                 if next_level < episodes:
                     obs[i], _ = envs[i].reset(seed=EVAL_SEED + next_level)
                     next_level += 1
@@ -391,7 +396,7 @@ def _run(cfg: NPCRoguelikeConfig) -> Path:
     config["designs"] = {d: DESIGNS[d].to_dict() for d in ("train",) + tuple(cfg.eval_designs)}
     logger = MetricLogger(out, config=config, backends=("csv",))
     t_start = time.perf_counter()
-    sps = env_steps_per_second()
+    sps = env_steps_per_second(steps=cfg.throughput_steps)
     baselines = {}
     for d in cfg.eval_designs:
         for pol in ("random", "scripted"):
