@@ -415,12 +415,35 @@ def save_checkpoint(run_dir: Path, step: int, *args, state: Mapping | None = Non
         _fsync_dir(ck)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+    except OSError as exc:
+        raise _write_failure(ck, name, exc) from None
+    except RuntimeError as exc:  # torch's zip writer reports a failed write as RuntimeError
+        if "PytorchStreamWriter" in str(exc) or "unexpected pos" in str(exc):
+            raise _write_failure(ck, name, exc) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     # Record the new checkpoint as this run's before pointing `latest` at it, so a kill between the two
     # leaves no checkpoint of this run outside the record (a kill before this line leaves `step_N` that the
     # resumed run writes again). The previous `latest` target is this run's too (only saves write `latest`).
+    try:
+        _record(ck, name, keep)
+    except OSError as exc:
+        raise _write_failure(ck, name, exc) from None
+    return final
+
+
+def _write_failure(ck: Path, name: str, exc: BaseException) -> CheckpointError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+    return CheckpointError(
+        f"could not write checkpoint {name} in {ck} ({reason}; disk full or a file-size limit?). checkpoints/latest "
+        "names the last complete checkpoint: free space (or choose another --out) and continue with --resume."
+    )
+
+
+def _record(ck: Path, name: str, keep: int) -> None:
+    """Add ``name`` to this run's history, point ``latest`` at it, and rotate the history beyond ``keep``."""
     history = _read_history(ck)
     prev = _latest_name(ck)
     if prev is not None and prev not in history and prev != name and (ck / prev).is_dir():
@@ -434,7 +457,6 @@ def save_checkpoint(run_dir: Path, step: int, *args, state: Mapping | None = Non
             if old != name and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
         atomic_write_text(ck / HISTORY, json.dumps({"written": history[-keep:]}) + "\n")
-    return final
 
 
 # ----------------------------------------------------------------------------------------------------

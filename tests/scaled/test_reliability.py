@@ -556,3 +556,24 @@ def test_experiment_refuses_a_non_empty_out(tmp_path, capsys, name):
     rc, err = _cli(capsys, ["run", name, "--out", str(tmp_path)])
     _assert_clean_refusal(rc, err, r"already holds files .*--overwrite")
     assert (tmp_path / "metrics.csv").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+
+
+def test_disk_full_during_a_save_is_a_clear_error_and_keeps_the_previous_checkpoint(fast_dir):
+    """RLIMIT_FSIZE makes writes past 1 MB fail with EFBIG, as a full disk fails them with ENOSPC."""
+    code = textwrap.dedent(f"""
+        import resource, torch
+        from polab.scaled.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+        run = {str(fast_dir / "run")!r}
+        save_checkpoint(run, 1, state={{"w": torch.zeros(1000)}})
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.RLIM_INFINITY))
+        try:
+            save_checkpoint(run, 2, state={{"w": torch.zeros(1_000_000)}})  # 4 MB
+        except CheckpointError as exc:
+            print("ERROR", exc)
+        print("LATEST", latest_checkpoint(run).name, float(load_checkpoint(latest_checkpoint(run))["w"].sum()))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ERROR could not write checkpoint step_00000002" in res.stdout and "disk full" in res.stdout
+    assert "LATEST step_00000001 0.0" in res.stdout
+    assert sorted(p.name for p in (fast_dir / "run" / "checkpoints").iterdir()) == ["history.json", "latest", "step_00000001"]
