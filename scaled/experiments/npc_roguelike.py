@@ -67,7 +67,7 @@ from ..envs.roguelike import ACTIONS, ATTRIBUTE_CARDINALITIES, DESIGNS, Roguelik
 from ..logger import MetricLogger, read_metrics
 from ..run_folder import check_config_values, check_device, prepare_run_folder
 
-__all__ = ["NPCRoguelikeConfig", "PRESETS", "train_policy", "evaluate_policy", "run", "main", "EVAL_SEED"]
+__all__ = ["NPCRoguelikeConfig", "PRESETS", "train_policy", "evaluate_policy", "plot_run", "run", "main", "EVAL_SEED"]
 
 #: Level ``k`` of an evaluation design is ``reset(seed=EVAL_SEED + k)`` (disjoint from training seeds).
 EVAL_SEED = 10_000_000
@@ -328,39 +328,62 @@ def compare(a, b) -> dict:
     return res
 
 
-def _figures(out: Path, cfg: NPCRoguelikeConfig, results: dict, curves: dict) -> None:
+def plot_run(out) -> list[Path]:
+    """Draw ``figures/generalisation.png`` and ``figures/training.png`` of a run folder from its ``metrics.csv``.
+
+    Returns the paths written. Used at the end of every run; callable on a finished run folder.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = Path(out)
+    cfg = json.loads((out / "config.json").read_text())
+    rows = read_metrics(out / "metrics.csv")
+    archs = [a for a in cfg["architectures"]]
+    designs = list(cfg["eval_designs"])
+    results = {a: {d: [r["success"] for r in rows if r["kind"] == "eval" and r["arch"] == a and r["design"] == d]
+                   for d in designs} for a in archs}
+    random_rate = {r["design"]: r["success"] for r in rows if r["kind"] == "baseline" and r["arch"] == "random"}
+    seeds = sorted({int(r["seed"]) for r in rows if r["kind"] == "train"})
+    curves = {}
+    for a in archs:
+        per_seed = [[(r["step"], r["success_rate"]) for r in rows if r["kind"] == "train" and r["arch"] == a and int(r["seed"]) == s]
+                    for s in seeds]
+        per_seed = [p for p in per_seed if p]
+        if per_seed:
+            n = min(len(p) for p in per_seed)
+            curves[a] = (np.array([st for st, _ in per_seed[0][:n]]), np.array([[v for _, v in p[:n]] for p in per_seed], dtype=float))
     colors = {"entity": "tab:blue", "flat": "tab:orange"}
-    labels = {"entity": f"entity attention (d={cfg.dim}, {cfg.heads} heads, {cfg.blocks} block)",
-              "flat": f"flat MLP ({cfg.max_entities} slots one-hot, {cfg.hidden} hidden)"}
-    designs = list(cfg.eval_designs)
-    fig, ax = plt.subplots(figsize=(1.9 * len(designs) + 3, 4.2))
-    w = 0.8 / len(cfg.architectures)
-    for k, arch in enumerate(cfg.architectures):
-        xs = np.arange(len(designs)) + (k - (len(cfg.architectures) - 1) / 2) * w
+    labels = {"entity": f"entity attention (d={cfg['dim']}, {cfg['heads']} heads, {cfg['blocks']} block)",
+              "flat": f"flat MLP ({cfg['max_entities']} slots one-hot, {cfg['hidden']} hidden)"}
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.9 * len(designs) + 3), 4.8))
+    w = 0.8 / len(archs)
+    for k, arch in enumerate(archs):
+        xs = np.arange(len(designs)) + (k - (len(archs) - 1) / 2) * w
         per = [results[arch][d] for d in designs]
         m = [mean_ci(p)[0] for p in per]
         h = [mean_ci(p)[1] for p in per]
         ax.bar(xs, m, w, yerr=h, capsize=3, color=colors.get(arch), alpha=0.75, label=labels.get(arch, arch))
         for x0, p in zip(xs, per):
             ax.scatter(np.full(len(p), x0), p, s=10, color="k", zorder=3)
+    if random_rate:
+        ax.scatter(np.arange(len(designs)), [random_rate.get(d, np.nan) for d in designs], marker="_", s=900, color="gray",
+                   zorder=4, label="uniform random policy (same levels)")
     ax.set_xticks(np.arange(len(designs)), [d + ("\n(trained on)" if d == "train" else "\n(held out)") for d in designs])
     ax.set_ylabel("success rate (frozen policy, sampled actions)")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"Roguelike NPC: {cfg.seeds} seeds x {cfg.eval_episodes} levels per design; bars = mean, whiskers = 95% t interval, dots = seeds",
-                 fontsize=8)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"Roguelike NPC, PPO {cfg['total_steps']} steps on 'train' only; {cfg['seeds']} seeds x {cfg['eval_episodes']} "
+                 "levels per design\nbar = mean over seeds, whisker = 95% t interval, dot = one seed", fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     fig.tight_layout()
-    fig.savefig(out / "figures" / "generalisation.png", dpi=110)
+    paths = [out / "figures" / "generalisation.png", out / "figures" / "training.png"]
+    fig.savefig(paths[0], dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for arch in cfg.architectures:
-        steps, ys = curves[arch]
+    for arch, (steps, ys) in curves.items():
         m = np.nanmean(ys, axis=0)
         n = np.sum(np.isfinite(ys), axis=0)
         sd = np.nanstd(ys, axis=0, ddof=1) if ys.shape[0] > 1 else np.zeros_like(m)
@@ -369,12 +392,13 @@ def _figures(out: Path, cfg: NPCRoguelikeConfig, results: dict, curves: dict) ->
         ax.fill_between(steps, m - h, m + h, color=colors.get(arch), alpha=0.2)
     ax.set_xlabel("environment steps (train design)")
     ax.set_ylabel("success rate of episodes ended in the rollout")
-    ax.set_title(f"PPO training, {cfg.seeds} seeds (mean, 95% t band)", fontsize=9)
+    ax.set_title(f"PPO training on the 'train' design, {len(seeds)} seeds (mean, 95% t band)", fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "figures" / "training.png", dpi=110)
+    fig.savefig(paths[1], dpi=110)
     plt.close(fig)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,7 +430,7 @@ def _run(cfg: NPCRoguelikeConfig) -> Path:
             logger.log(0, {"kind": "baseline", "arch": pol, "seed": -1, "design": d, **{k: r[k] for k in
                                                                                         ("success", "died", "timeout", "mean_return", "mean_length")}})
     results = {a: {d: [] for d in cfg.eval_designs} for a in cfg.architectures}
-    curves, train_seconds, params = {}, {}, {}
+    train_seconds, params = {}, {}
     jobs = [(a, s) for s in range(cfg.seeds) for a in cfg.architectures]
     bar = tqdm(jobs, desc="npc-roguelike", disable=not cfg.progress)
     for arch, s in bar:
@@ -422,7 +446,6 @@ def _run(cfg: NPCRoguelikeConfig) -> Path:
         train_seconds.setdefault(arch, []).append(time.perf_counter() - t0)
         params[arch] = int(sum(p.numel() for p in net.parameters()))
         steps = np.array([r["steps"] for r in rows])
-        curves.setdefault(arch, (steps, []))[1].append([r["success_rate"] for r in rows])
         for d in cfg.eval_designs:
             r = evaluate_policy(net, d, cfg.eval_episodes, max_entities=cfg.max_entities, entity_order=cfg.entity_order,
                                 generator=torch.Generator().manual_seed(seed + 7))
@@ -430,7 +453,6 @@ def _run(cfg: NPCRoguelikeConfig) -> Path:
             logger.log(int(steps[-1]), {"kind": "eval", "arch": arch, "seed": seed, "design": d,
                                         **{k: r[k] for k in ("success", "died", "timeout", "mean_return", "mean_length")}})
     logger.close()
-    curves = {a: (c[0], np.asarray(c[1], dtype=float)) for a, c in curves.items()}
     held = [d for d in cfg.eval_designs if d != "train"]
     summary = {"claim": "entity network generalises to held-out designs better than the flat MLP",
                "metric": "success rate on held-out designs (frozen policy, sampled actions)",
@@ -450,7 +472,7 @@ def _run(cfg: NPCRoguelikeConfig) -> Path:
             summary["tests"]["held_out_mean"] = compare(summary["held_out_mean"]["entity"]["per_seed"],
                                                         summary["held_out_mean"]["flat"]["per_seed"])
     summary["wall_seconds"] = time.perf_counter() - t_start
-    _figures(out, cfg, results, curves)
+    plot_run(out)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return out
 
