@@ -556,7 +556,8 @@ def _figures(out: Path, cfg: CMORLConfig, results: list[dict]) -> None:
         ax.set_xlabel(names[0] if "dst" not in e else "treasure value")
         ax.set_ylabel(names[1] if "dst" not in e else "time penalty (-steps)")
         ax.set_title(f"{e}: found Pareto fronts" + (" (ore 1 vs ore 2 projection)" if setup.num_objectives == 3 else ""))
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "figures" / "fronts.png", dpi=100)
     plt.close(fig)
@@ -580,7 +581,8 @@ def _figures(out: Path, cfg: CMORLConfig, results: list[dict]) -> None:
         ax.set_xlabel("training environment steps")
         ax.set_ylabel(f"archive hypervolume (ref {MO_ENVS[e].ref_point})")
         ax.set_title(f"{e}: hypervolume during training")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "figures" / "hv_curves.png", dpi=100)
     plt.close(fig)
@@ -600,7 +602,8 @@ def _figures(out: Path, cfg: CMORLConfig, results: list[dict]) -> None:
         ax.set_xticklabels(envs)
         ax.set_ylabel(label)
         ax.set_title(f"{label} (mean, 95% t CI, {cfg.seeds} seeds)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "figures" / "summary.png", dpi=100)
     plt.close(fig)
