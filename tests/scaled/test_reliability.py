@@ -169,8 +169,7 @@ def _check_kills(report):
 def test_kill_9_at_random_moments_then_resume_is_exact(fast_dir):
     report = _run_kill_script(fast_dir, "random", "0", "12")
     _check_kills(report)
-    # with a loop that does little but save, most kills land inside a checkpoint write and leave its temporary
-    assert sum(bool(k["temporaries"]) for k in report["kills"]) >= 1
+    # where the random kills land depends on the machine's timing; the next test kills inside every phase of a save
 
 
 def test_kill_9_at_every_file_operation_of_a_save_then_resume_is_exact(fast_dir):
