@@ -67,7 +67,7 @@ from ..envs.roguelike import ACTIONS, ATTRIBUTE_CARDINALITIES, DESIGNS, Roguelik
 from ..logger import MetricLogger, read_metrics
 from ..run_folder import check_config_values, check_device, prepare_run_folder
 
-__all__ = ["NPCRoguelikeConfig", "PRESETS", "train_policy", "evaluate_policy", "plot_run", "run", "main", "EVAL_SEED"]
+__all__ = ["NPCRoguelikeConfig", "PRESETS", "train_policy", "evaluate_policy", "success_statistics", "plot_run", "run", "main", "EVAL_SEED"]
 
 #: Level ``k`` of an evaluation design is ``reset(seed=EVAL_SEED + k)`` (disjoint from training seeds).
 EVAL_SEED = 10_000_000
@@ -328,6 +328,41 @@ def compare(a, b) -> dict:
     return res
 
 
+def success_statistics(rows: list[dict], architectures, eval_designs) -> dict:
+    """Per-design success (mean, 95% t interval, per seed), held-out mean and generalisation gap, and the tests.
+
+    ``rows`` are a run's ``metrics.csv`` rows (:func:`polab.scaled.logger.read_metrics`); the ``eval`` rows
+    are used. ``held_out_mean`` is each seed's mean success over the designs other than ``train``; ``gap``
+    is each seed's ``train`` success minus its held-out mean (when ``train`` was evaluated). ``tests``
+    compares entity with flat (:func:`compare`) per design, on the held-out mean and on the gap.
+    """
+    res = {"success": {}, "held_out_mean": {}, "gap": {}, "tests": {}}
+    held = [d for d in eval_designs if d != "train"]
+    per = {a: {d: [r["success"] for r in sorted((r for r in rows if r["kind"] == "eval" and r["arch"] == a and r["design"] == d),
+                                                  key=lambda r: r["seed"])]
+               for d in eval_designs} for a in architectures}
+
+    def entry(v):
+        m, h = mean_ci(v)
+        return {"mean": m, "ci95_half_width": h, "per_seed": [float(x) for x in v]}
+
+    for a in architectures:
+        res["success"][a] = {d: entry(v) for d, v in per[a].items()}
+        if held:
+            n = min(len(per[a][d]) for d in held)
+            ho = np.mean([per[a][d][:n] for d in held], axis=0)
+            res["held_out_mean"][a] = entry(ho)
+            if "train" in eval_designs:
+                res["gap"][a] = entry(np.asarray(per[a]["train"][:n]) - ho)
+    if {"entity", "flat"} <= set(architectures):
+        for d in eval_designs:
+            res["tests"][d] = compare(per["entity"][d], per["flat"][d])
+        for key in ("held_out_mean", "gap"):
+            if key in res and "entity" in res[key] and "flat" in res[key]:
+                res["tests"][key] = compare(res[key]["entity"]["per_seed"], res[key]["flat"]["per_seed"])
+    return res
+
+
 def plot_run(out) -> list[Path]:
     """Draw ``figures/generalisation.png`` and ``figures/training.png`` of a run folder from its ``metrics.csv``.
 
@@ -429,7 +464,6 @@ def _run(cfg: NPCRoguelikeConfig) -> Path:
             baselines.setdefault(pol, {})[d] = r
             logger.log(0, {"kind": "baseline", "arch": pol, "seed": -1, "design": d, **{k: r[k] for k in
                                                                                         ("success", "died", "timeout", "mean_return", "mean_length")}})
-    results = {a: {d: [] for d in cfg.eval_designs} for a in cfg.architectures}
     train_seconds, params = {}, {}
     jobs = [(a, s) for s in range(cfg.seeds) for a in cfg.architectures]
     bar = tqdm(jobs, desc="npc-roguelike", disable=not cfg.progress)
@@ -449,28 +483,15 @@ def _run(cfg: NPCRoguelikeConfig) -> Path:
         for d in cfg.eval_designs:
             r = evaluate_policy(net, d, cfg.eval_episodes, max_entities=cfg.max_entities, entity_order=cfg.entity_order,
                                 generator=torch.Generator().manual_seed(seed + 7))
-            results[arch][d].append(r["success"])
             logger.log(int(steps[-1]), {"kind": "eval", "arch": arch, "seed": seed, "design": d,
                                         **{k: r[k] for k in ("success", "died", "timeout", "mean_return", "mean_length")}})
     logger.close()
-    held = [d for d in cfg.eval_designs if d != "train"]
     summary = {"claim": "entity network generalises to held-out designs better than the flat MLP",
                "metric": "success rate on held-out designs (frozen policy, sampled actions)",
                "seeds": cfg.seeds, "eval_episodes": cfg.eval_episodes, "total_steps": cfg.total_steps,
                "parameters": params, "train_seconds_mean": {a: float(np.mean(v)) for a, v in train_seconds.items()},
                "env_steps_per_second": sps, "baselines": {p: {d: v["success"] for d, v in r.items()} for p, r in baselines.items()},
-               "success": {}, "held_out_mean": {}, "tests": {}}
-    for a in cfg.architectures:
-        summary["success"][a] = {d: dict(zip(("mean", "ci95_half_width"), mean_ci(v)), per_seed=v) for d, v in results[a].items()}
-        if held:
-            per_seed = np.mean([results[a][d] for d in held], axis=0)
-            summary["held_out_mean"][a] = dict(zip(("mean", "ci95_half_width"), mean_ci(per_seed)), per_seed=per_seed.tolist())
-    if {"entity", "flat"} <= set(cfg.architectures):
-        for d in cfg.eval_designs:
-            summary["tests"][d] = compare(results["entity"][d], results["flat"][d])
-        if held:
-            summary["tests"]["held_out_mean"] = compare(summary["held_out_mean"]["entity"]["per_seed"],
-                                                        summary["held_out_mean"]["flat"]["per_seed"])
+               **success_statistics(read_metrics(out / "metrics.csv"), cfg.architectures, cfg.eval_designs)}
     summary["wall_seconds"] = time.perf_counter() - t_start
     plot_run(out)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -488,10 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     s = json.loads((out / "summary.json").read_text())
     for a, per in s["success"].items():
         print(f"{a:7s} " + "  ".join(f"{d} {v['mean']:.3f}+-{v['ci95_half_width']:.3f}" for d, v in per.items()))
-    if "held_out_mean" in s["tests"]:
-        t = s["tests"]["held_out_mean"]
-        print(f"held-out mean: entity - flat = {t['difference']:+.3f} (Welch p = {t.get('welch_p', float('nan')):.3g}, "
-              f"Mann-Whitney exact p = {t.get('mannwhitney_p', float('nan')):.3g})")
+    for key, what in (("held_out_mean", "held-out mean success"), ("gap", "gap (train - held-out)")):
+        if key in s["tests"]:
+            t = s["tests"][key]
+            print(f"{what}: entity - flat = {t['difference']:+.3f} (Welch p = {t.get('welch_p', float('nan')):.3g}, "
+                  f"Mann-Whitney exact p = {t.get('mannwhitney_p', float('nan')):.3g})")
     print(f"env steps/s (random actions, 16 envs): {s['env_steps_per_second']}")
     print(f"run folder: {out}")
     return 0
