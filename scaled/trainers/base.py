@@ -583,6 +583,12 @@ def cli_main(trainer_cls: type[Trainer], config_cls: type[TrainerConfig], preset
     argv = list(argv)
     import_plugins(_plugins_in(argv))
     argv = translate_legacy_argv(config_cls, argv, extra=legacy)
+    for opt, reg in config_cls.method_fields.items():  # `--advantage module:Class`: import and register it before the groups are built
+        flag = reg.flag
+        for i, a in enumerate(argv):
+            value = argv[i + 1] if a == flag and i + 1 < len(argv) else (a.split("=", 1)[1] if a.startswith(flag + "=") else None)
+            if value and ":" in value:
+                reg.get(value)
     groups = {f"{name}.": mcls.Options for reg in config_cls.method_fields.values() for name, mcls in reg.items() if mcls.Options is not None}
     cfg, group_cfgs = parse_config(config_cls, argv, prog=prog, presets=presets, default_preset=default_preset, description=description,
                                    groups=groups, ignore_keys=("world_size", "model_source"))
@@ -592,7 +598,7 @@ def cli_main(trainer_cls: type[Trainer], config_cls: type[TrainerConfig], preset
             mcls = cfg.method_class(opt)
         except ValueError:
             continue  # an unknown name: validate() reports it with the known ones
-        if mcls.Options is not None:
+        if mcls.Options is not None and f"{mcls.name}." in group_cfgs:
             methods[mcls.name] = config_to_dict(group_cfgs[f"{mcls.name}."])
     cfg.methods = methods
     return trainer_cls.run_cli(cfg)

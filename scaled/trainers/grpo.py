@@ -323,7 +323,7 @@ class GRPOTrainer(Trainer):
         roll.metrics.update(adv.metrics)
         roll.metrics.update(self.advantage.after_update(self, roll, adv, schedule))
         if upd["loss_inputs"]:
-            upd["loss_inputs"].update(adv.loss_inputs)
+            upd["loss_inputs"].update(adv.loss_inputs, rewards=roll.rewards, group_ids=roll.group_ids)
         t2 = time.perf_counter()
         metrics = self.curriculum_update(roll, sequence_of(adv, roll.response_mask).to(roll.rewards.dtype).cpu(), upd)
         self.step = roll.step
