@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 #: Network names accepted by :func:`make_entity_actor_critic`.
-ARCHITECTURES = ("entity", "flat")
+ARCHITECTURES = ("entity", "flat", "flat-id")
 
 
 def pack_observation(obs: dict, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -276,16 +276,30 @@ class FixedOutputs:
 
 
 class FlatActorCritic(nn.Module):
-    """Fixed-layout baseline: every slot's attributes one-hot encoded (zero for padding), flattened, plus the mask.
+    """Fixed-layout baseline: each slot one-hot encoded (zero for padding), flattened with the mask, into MLPs.
 
     Separate two-layer tanh MLPs for logits and value (as :class:`polab.scaled.control.policies.MLPActorCritic`).
-    The input width is ``E * (sum(cardinalities) + 1)``, so the number of slots ``max_entities`` is fixed.
+    The number of slots ``max_entities`` is fixed by the input width.
+
+    ``encoding="factored"``: every attribute one-hot on its own (a slot's code is the concatenation,
+    so a new combination of known attribute values gets a code made of trained parts: the paper's
+    "dense embedding" idea, per slot). ``encoding="joint"``: the first two attributes (type and
+    power) get one joint one-hot code over their ``c_0 c_1`` combinations, the others one-hot each:
+    an unseen (type, power) pair lands on an input unit that training never activated, like the
+    paper's DeepCrawl baseline, which gives every distinct item one categorical index.
     """
 
-    def __init__(self, cardinalities: Sequence[int], num_actions: int, max_entities: int, *, hidden: int = 64):
+    def __init__(self, cardinalities: Sequence[int], num_actions: int, max_entities: int, *, hidden: int = 64,
+                 encoding: str = "factored"):
         super().__init__()
-        self.cardinalities, self.max_entities = tuple(int(c) for c in cardinalities), int(max_entities)
-        in_dim = self.max_entities * (sum(self.cardinalities) + 1)
+        if encoding not in ("factored", "joint"):
+            raise ValueError(f"encoding must be 'factored' or 'joint'; got {encoding!r}.")
+        self.cardinalities, self.max_entities, self.encoding = tuple(int(c) for c in cardinalities), int(max_entities), encoding
+        if encoding == "joint" and len(self.cardinalities) < 2:
+            raise ValueError("encoding='joint' needs at least two attributes (type and power).")
+        codes = (self.cardinalities[0] * self.cardinalities[1] + sum(self.cardinalities[2:]) if encoding == "joint"
+                 else sum(self.cardinalities))
+        in_dim = self.max_entities * (codes + 1)
         g = math.sqrt(2)
 
         def mlp(out, gain):
@@ -295,11 +309,16 @@ class FlatActorCritic(nn.Module):
         self.actor, self.critic = mlp(num_actions, 0.01), mlp(1, 1.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """One-hot slot features ``[B, E * (sum(cardinalities) + 1)]``."""
+        """One-hot slot features ``[B, E * (codes + 1)]``."""
         attrs, mask = check_entity_input(x, self.cardinalities)
         if attrs.shape[1] != self.max_entities:
             raise ValueError(f"x has {attrs.shape[1]} entity slots; this flat network was built for {self.max_entities}.")
-        parts = [F.one_hot(attrs[..., k], c) for k, c in enumerate(self.cardinalities)]
+        c = self.cardinalities
+        if self.encoding == "joint":
+            parts = [F.one_hot(attrs[..., 0] * c[1] + attrs[..., 1], c[0] * c[1])]
+            parts += [F.one_hot(attrs[..., k], c[k]) for k in range(2, len(c))]
+        else:
+            parts = [F.one_hot(attrs[..., k], ck) for k, ck in enumerate(c)]
         m = mask[..., None].to(torch.float32)
         return torch.cat([p.to(torch.float32) * m for p in parts] + [m], dim=-1).flatten(1)
 
@@ -317,9 +336,11 @@ class FlatActorCritic(nn.Module):
 
 def make_entity_actor_critic(name: str, cardinalities: Sequence[int], num_actions: int, max_entities: int, *,
                              dim: int = 32, heads: int = 2, blocks: int = 1, hidden: int = 64) -> nn.Module:
-    """``"entity"`` -> :class:`EntityActorCritic`; ``"flat"`` -> :class:`FlatActorCritic`."""
+    """``"entity"`` -> :class:`EntityActorCritic`; ``"flat"`` / ``"flat-id"`` -> :class:`FlatActorCritic`, factored / joint."""
     if name == "entity":
         return EntityActorCritic(cardinalities, num_actions, dim=dim, heads=heads, blocks=blocks, hidden=hidden)
     if name == "flat":
         return FlatActorCritic(cardinalities, num_actions, max_entities, hidden=hidden)
+    if name == "flat-id":
+        return FlatActorCritic(cardinalities, num_actions, max_entities, hidden=hidden, encoding="joint")
     raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {name!r}.")

@@ -78,7 +78,8 @@ HELD_OUT = ("more-enemies", "strong-enemies", "big-map", "combined")
 class NPCRoguelikeConfig:
     """Options of ``polab run npc-roguelike`` (defaults: the ``cpu`` preset)."""
 
-    architectures: tuple[str, ...] = field(default=ARCHITECTURES, metadata={"help": "networks to compare", "choices": ARCHITECTURES})
+    architectures: tuple[str, ...] = field(default=("entity", "flat"), metadata={
+        "help": "networks to compare (flat-id: the flat MLP with one joint code per (type, power) pair)", "choices": ARCHITECTURES})
     seeds: int = field(default=5, metadata={"help": "training seeds per architecture"})
     seed: int = field(default=0, metadata={"help": "first seed"})
     total_steps: int = field(default=100_000, metadata={"help": "environment steps of PPO training per run"})
@@ -173,7 +174,8 @@ def train_policy(arch: str, cfg: NPCRoguelikeConfig, seed: int, *, progress: boo
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5)
     N, T = cfg.num_envs, cfg.rollout_steps
     env = RoguelikeVectorEnv(DESIGNS["train"], N, max_entities=cfg.max_entities, entity_order=cfg.entity_order)
-    obs, _ = env.reset(seed=seed * 1_000_003)  # training levels: disjoint from EVAL_SEED + k for seed < 9
+    # first training levels: seeds seed * 1_000_003 + i (i < num_envs), never EVAL_SEED + k for seeds 0..9
+    obs, _ = env.reset(seed=seed * 1_000_003)
     x = pack_observation(obs, device=dev)
     updates = max(1, cfg.total_steps // (N * T))
     rows = []
@@ -334,7 +336,8 @@ def success_statistics(rows: list[dict], architectures, eval_designs) -> dict:
     ``rows`` are a run's ``metrics.csv`` rows (:func:`polab.scaled.logger.read_metrics`); the ``eval`` rows
     are used. ``held_out_mean`` is each seed's mean success over the designs other than ``train``; ``gap``
     is each seed's ``train`` success minus its held-out mean (when ``train`` was evaluated). ``tests``
-    compares entity with flat (:func:`compare`) per design, on the held-out mean and on the gap.
+    holds, for each other architecture ``X``, ``"entity vs X"``: :func:`compare` per design, on the
+    held-out mean and on the gap (difference = entity minus ``X``).
     """
     res = {"success": {}, "held_out_mean": {}, "gap": {}, "tests": {}}
     held = [d for d in eval_designs if d != "train"]
@@ -354,12 +357,11 @@ def success_statistics(rows: list[dict], architectures, eval_designs) -> dict:
             res["held_out_mean"][a] = entry(ho)
             if "train" in eval_designs:
                 res["gap"][a] = entry(np.asarray(per[a]["train"][:n]) - ho)
-    if {"entity", "flat"} <= set(architectures):
-        for d in eval_designs:
-            res["tests"][d] = compare(per["entity"][d], per["flat"][d])
+    for other in [a for a in architectures if a != "entity"] if "entity" in architectures else []:
+        t = res["tests"][f"entity vs {other}"] = {d: compare(per["entity"][d], per[other][d]) for d in eval_designs}
         for key in ("held_out_mean", "gap"):
-            if key in res and "entity" in res[key] and "flat" in res[key]:
-                res["tests"][key] = compare(res[key]["entity"]["per_seed"], res[key]["flat"]["per_seed"])
+            if "entity" in res[key] and other in res[key]:
+                t[key] = compare(res[key]["entity"]["per_seed"], res[key][other]["per_seed"])
     return res
 
 
@@ -390,9 +392,10 @@ def plot_run(out) -> list[Path]:
         if per_seed:
             n = min(len(p) for p in per_seed)
             curves[a] = (np.array([st for st, _ in per_seed[0][:n]]), np.array([[v for _, v in p[:n]] for p in per_seed], dtype=float))
-    colors = {"entity": "tab:blue", "flat": "tab:orange"}
+    colors = {"entity": "tab:blue", "flat": "tab:orange", "flat-id": "tab:red"}
     labels = {"entity": f"entity attention (d={cfg['dim']}, {cfg['heads']} heads, {cfg['blocks']} block)",
-              "flat": f"flat MLP ({cfg['max_entities']} slots one-hot, {cfg['hidden']} hidden)"}
+              "flat": f"flat MLP ({cfg['max_entities']} slots, attributes one-hot, {cfg['hidden']} hidden)",
+              "flat-id": f"flat MLP, one code per (type, power) ({cfg['hidden']} hidden)"}
     fig, ax = plt.subplots(figsize=(max(8.0, 1.9 * len(designs) + 3), 4.8))
     w = 0.8 / len(archs)
     for k, arch in enumerate(archs):
@@ -509,11 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     s = json.loads((out / "summary.json").read_text())
     for a, per in s["success"].items():
         print(f"{a:7s} " + "  ".join(f"{d} {v['mean']:.3f}+-{v['ci95_half_width']:.3f}" for d, v in per.items()))
-    for key, what in (("held_out_mean", "held-out mean success"), ("gap", "gap (train - held-out)")):
-        if key in s["tests"]:
-            t = s["tests"][key]
-            print(f"{what}: entity - flat = {t['difference']:+.3f} (Welch p = {t.get('welch_p', float('nan')):.3g}, "
-                  f"Mann-Whitney exact p = {t.get('mannwhitney_p', float('nan')):.3g})")
+    for pair, t in s["tests"].items():
+        for key, what in (("held_out_mean", "held-out mean success"), ("gap", "gap (train - held-out)")):
+            if key in t:
+                print(f"{pair}, {what}: difference {t[key]['difference']:+.3f} (Welch p = {t[key].get('welch_p', float('nan')):.3g}, "
+                      f"Mann-Whitney exact p = {t[key].get('mannwhitney_p', float('nan')):.3g})")
     print(f"env steps/s (random actions, 16 envs): {s['env_steps_per_second']}")
     print(f"run folder: {out}")
     return 0

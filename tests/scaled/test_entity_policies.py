@@ -176,3 +176,20 @@ def test_bad_inputs_raise_value_errors():
         make_entity_actor_critic("cnn", CARD, 4, 16)
     with pytest.raises(ValueError, match="divisible"):
         EntityActorCritic(CARD, 4, dim=15, heads=2)
+
+
+def test_joint_encoding_gives_unseen_type_power_pairs_their_own_input_units():
+    """flat-id: (type, power) -> one unit type * c_power + power; factored: two units shared with other pairs."""
+    x = _batch(4)
+    joint = FlatActorCritic(CARD, 4, 16, encoding="joint")
+    fact = FlatActorCritic(CARD, 4, 16)
+    codes_joint = CARD[0] * CARD[1] + CARD[2] + CARD[3] + 1
+    assert joint.features(x).shape == (4, 16 * codes_joint)
+    assert fact.features(x).shape == (4, 16 * (sum(CARD) + 1))
+    f = joint.features(x).view(4, 16, codes_joint)
+    b, e = 0, 2  # slot 2 holds an enemy (type 2)
+    t, p = int(x[b, e, 0]), int(x[b, e, 1])
+    assert f[b, e, t * CARD[1] + p] == 1 and f[b, e, : CARD[0] * CARD[1]].sum() == 1
+    assert make_entity_actor_critic("flat-id", CARD, 4, 16).encoding == "joint"
+    with pytest.raises(ValueError, match="encoding"):
+        FlatActorCritic(CARD, 4, 16, encoding="hashed")

@@ -33,7 +33,7 @@ def test_quick_run_writes_the_run_folder(tmp_path):
         per = s["success"][arch]["more-enemies"]["per_seed"]
         assert len(per) == 2 and all(0.0 <= v <= 1.0 for v in per)
         assert s["held_out_mean"][arch]["mean"] == pytest.approx(np.mean(per))
-    assert set(s["tests"]["held_out_mean"]) >= {"difference", "welch_p", "mannwhitney_p"}
+    assert set(s["tests"]["entity vs flat"]["held_out_mean"]) >= {"difference", "welch_p", "mannwhitney_p"}
     assert s["env_steps_per_second"]["batched"] > 0
     # a non-empty folder is refused without --overwrite (exit 2 through the CLI)
     assert cli_main(["run", "npc-roguelike", "--quick", "--out", str(out)]) == 2
@@ -94,5 +94,7 @@ def test_success_statistics_from_metric_rows():
     assert s["held_out_mean"]["flat"]["per_seed"] == pytest.approx([0.4, 0.25])
     assert s["gap"]["entity"]["per_seed"] == pytest.approx([0.3, 0.2])
     assert s["gap"]["flat"]["per_seed"] == pytest.approx([0.5, 0.55])
-    assert s["tests"]["held_out_mean"]["difference"] == pytest.approx(0.225)  # 0.55 - 0.325
-    assert s["tests"]["gap"]["difference"] == pytest.approx(-0.275)  # 0.25 - 0.525
+    t = s["tests"]["entity vs flat"]
+    assert t["held_out_mean"]["difference"] == pytest.approx(0.225)  # 0.55 - 0.325
+    assert t["gap"]["difference"] == pytest.approx(-0.275)  # 0.25 - 0.525
+    assert t["big-map"]["difference"] == pytest.approx(0.2)
