@@ -435,7 +435,8 @@ def save_checkpoint(run_dir: Path, step: int, *args, state: Mapping | None = Non
 
 
 def _write_failure(ck: Path, name: str, exc: BaseException) -> CheckpointError:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+    # torch's zip writer reports only "unexpected pos ..." when the file system refuses a write
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the file system refused a write"
     return CheckpointError(
         f"could not write checkpoint {name} in {ck} ({reason}; disk full or a file-size limit?). checkpoints/latest "
         "names the last complete checkpoint: free space (or choose another --out) and continue with --resume."
