@@ -266,7 +266,7 @@ class Trainer:
     def _preflight(self) -> None:
         cfg = self.cfg
         cfg.validate(self.dist.world_size)
-        check_run_folder(self.out, resume=cfg.resume, overwrite=cfg.overwrite)
+        check_run_folder(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # config.out itself: Path("") would be "."
         self._ckpt = latest_checkpoint(self.out) if cfg.resume else None
         if cfg.resume:
             if self._ckpt is None:
@@ -277,7 +277,7 @@ class Trainer:
         """The main rank creates and locks the run folder (cleaning interrupted writes); the others wait."""
         self.run_folder = None
         if self.dist.is_main:
-            self.run_folder = prepare_run_folder(self.out, resume=self.cfg.resume, overwrite=self.cfg.overwrite)
+            self.run_folder = prepare_run_folder(self.cfg.out, resume=self.cfg.resume, overwrite=self.cfg.overwrite)
 
     def close(self) -> None:
         """Release the run folder's lock (done by :meth:`train` when it returns)."""
