@@ -60,6 +60,8 @@ class PreferenceConfig(TrainerConfig):
     task: str = field(default="length-target", metadata={"help": "task spec (polab.scaled.tasks.build_task): length-target, arithmetic, jsonl:PATH, ..."})
     target_words: int = field(default=3, metadata={"help": "length-target: the reward's peak in words"})
     reward_scale: float = field(default=4.0, metadata={"help": "length-target: reward decay length in words"})
+    data: str | None = field(default=None, metadata={"help": "offline preference pairs (prompt/chosen/rejected): jsonl:PATH or hf-dataset:PATH; "
+                                                              "offline schemes then train on them instead of reference samples"})
     # scheme and loss
     scheme: str = field(default="on-policy-dpo", metadata={"help": "sample source x loss: " + ", ".join(PREFERENCE_LOSSES.names()) + ", or a user's (--plugins MODULE)"})
     pair_labels: str = field(default="reward", metadata={"help": "who decides the winner of a pair: " + ", ".join(PAIR_LABELLERS.names())})
@@ -107,6 +109,9 @@ class PreferenceConfig(TrainerConfig):
             errs.append(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing!r}")
         if self.pairing not in ("all", "best-worst"):
             errs.append(f"pairing must be 'all' or 'best-worst', got {self.pairing!r}")
+        if self.data is not None and (on_policy or not pairwise or self.pair_labels != "reward"):
+            errs.append(f"data: preference pairs feed an offline pairwise scheme with pair_labels='reward' (e.g. offline-dpo); got scheme "
+                        f"{self.scheme!r}, pair_labels {self.pair_labels!r}")
         if self.eval_samples_per_prompt < 1 and not on_policy:
             errs.append("offline schemes need eval_samples_per_prompt >= 1 to measure the policy's reward")
         return errs
@@ -160,6 +165,11 @@ class PreferenceTrainer(Trainer):
         self.scheme, self.pair_labeller = self.methods["scheme"], self.methods["pair_labels"]
         self.label = f"preference[{self.scheme.name}]"
         self.task = self._task_override or self._build_task()
+        self.pairs = None
+        if cfg.data is not None:
+            from ..tasks import load_preference_data
+
+            self.pairs = load_preference_data(cfg.data)
         loaded = load_model(cfg.model, seed=cfg.seed)
         self.tokenizer = loaded.tokenizer
         self.policy = loaded.model.to(self.device)
@@ -197,7 +207,7 @@ class PreferenceTrainer(Trainer):
         t2 = time.perf_counter()
         self.step = sample.step
         metrics = {
-            "policy_reward": float(np.mean([self.reward_of(t, sample.items[i // self._eval_group(sample)]) for i, t in enumerate(sample.eval_texts)])),
+            "policy_reward": self._policy_reward(sample),
             "sample_reward": float(sample.rewards.mean()),
             "policy_words": float(np.mean([count_words(t) for t in sample.eval_texts])),
             "sample_words": float(np.mean([count_words(t) for t in sample.batch.texts])),
@@ -210,11 +220,17 @@ class PreferenceTrainer(Trainer):
         metrics["time_step_s"] = time.perf_counter() - t0
         return StepResult(sample.step, metrics, out.loss_inputs)
 
-    def _eval_group(self, sample) -> int:
-        return len(sample.eval_texts) // len(sample.items)
+    def _policy_reward(self, sample) -> float:
+        """The task's mean reward of the policy's samples (NaN on preference data, which has no reward function)."""
+        if self.pairs is not None:
+            return math.nan
+        per = len(sample.eval_texts) // len(sample.items)
+        return float(np.mean([self.reward_of(t, sample.items[i // per]) for i, t in enumerate(sample.eval_texts)]))
 
     def draw(self, step: int) -> PreferenceSample:
         """Prompts, training samples from the scheme's source, their rewards, and the policy's evaluation samples."""
+        if self.pairs is not None:
+            return self.draw_pairs(step)
         cfg, G = self.cfg, self.cfg.samples_per_prompt
         rng = np.random.default_rng(self.seed_for(step, "prompts", rank=0))
         sources = list(self.task.distributions)
@@ -226,6 +242,30 @@ class PreferenceTrainer(Trainer):
         eval_texts = batch.texts if self.scheme.on_policy else self._sample(self.policy, prompts, cfg.eval_samples_per_prompt, "eval", step).texts
         return PreferenceSample(step=step, items=items, prompts=prompts, batch=batch, rewards=rewards,
                                 group_ids=torch.arange(len(prompts)).repeat_interleave(G), eval_texts=eval_texts)
+
+    def draw_pairs(self, step: int) -> PreferenceSample:
+        """``prompts_per_step`` records of the preference data (each epoch in a fresh order seeded by (seed, epoch)) as
+        two-response groups, chosen first: rewards (1, 0)."""
+        from ..methods.sample_filters import assemble
+        from ..rollout import encode_prompts
+
+        cfg, n = self.cfg, len(self.pairs)
+        picks = []
+        for k in range((step - 1) * cfg.prompts_per_step, step * cfg.prompts_per_step):
+            order = np.random.default_rng(self.seed_for(k // n, "data", rank=0)).permutation(n)
+            picks.append(self.pairs[int(order[k % n])])
+        prompts = [r["prompt"] for r in picks]
+        p_ids, p_mask = encode_prompts(self.tokenizer, prompts)
+        rows, eos = [], self.tokenizer.eos_token_id
+        for i, r in enumerate(picks):
+            for text in (r["chosen"], r["rejected"]):
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: cfg.max_new_tokens - 1] + [eos]
+                rows.append(dict(prompt=p_ids[i][p_mask[i].bool()], response=torch.tensor(ids), text=text, truncated=False))
+        batch = assemble(rows, self.tokenizer.pad_token_id, self.device)
+        eval_texts = self._sample(self.policy, prompts, cfg.eval_samples_per_prompt, "eval", step).texts
+        return PreferenceSample(step=step, items=[None] * len(picks), prompts=prompts, batch=batch,
+                                rewards=torch.tensor([1.0, 0.0] * len(picks)), group_ids=torch.arange(len(picks)).repeat_interleave(2),
+                                eval_texts=eval_texts)
 
     def _sample(self, model, prompts, n, stream: str, step: int):
         gen = torch.Generator(device=self.device).manual_seed(self.seed_for(step, stream, rank=0))

@@ -93,3 +93,22 @@ def test_one_real_step_on_smollm2(tmp_path):
                            res.loss_inputs["group_ids"], beta=cfg.beta)
         assert float(core.loss) == pytest.approx(float(res.loss_inputs["loss"]), rel=1e-6)
     tr.logger.close()
+
+
+def test_offline_scheme_trains_on_preference_data(tmp_path):
+    import json
+
+    data = tmp_path / "pairs.jsonl"
+    recs = [{"prompt": f"Describe item {i}.", "chosen": "Short and clear.", "rejected": f"A much longer answer number {i}, rambling on."}
+            for i in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    cfg = config_from_preset("tiny", scheme="offline-dpo", data=f"jsonl:{data}", out=str(tmp_path / "run"), steps=2)
+    tr = PreferenceTrainer(cfg)
+    res = tr.train_step()
+    li = res.loss_inputs
+    assert li["rewards"].tolist() == [1.0, 0.0, 1.0, 0.0]  # two records a step (prompts_per_step=2), chosen first
+    core = scheme_loss(SAMPLING_SCHEMES["offline-dpo"], li["logp"], li["ref_logp"], li["rewards"], li["group_ids"], beta=cfg.beta)
+    assert torch.equal(core.loss, li["loss"]) and res.metrics["num_pairs"] == 2.0
+    assert math.isnan(res.metrics["policy_reward"])  # data has no reward function
+    with pytest.raises(ValueError, match="data: preference pairs feed an offline pairwise scheme"):
+        config_from_preset("tiny", scheme="on-policy-dpo", data=f"jsonl:{data}", out=str(tmp_path / "x")).validate()
