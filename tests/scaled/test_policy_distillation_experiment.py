@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("gymnasium")
 
@@ -63,3 +64,25 @@ def test_regions_and_paired_statistics():
     assert res["wilcoxon_p"] == pytest.approx(0.25)  # exact two-sided, n=3 all positive: 2/8
     t = 3.0 * np.sqrt(3.0)  # mean / (sd / sqrt(n))
     assert res["t_p"] == pytest.approx(1.0 - t / np.sqrt(t * t + 2.0), rel=1e-9)  # two-sided t_2 tail in closed form
+
+
+class _LinearTeacher(torch.nn.Module):
+    """Pushes the cart towards the goal: logit of action 1 (push right) = 10 (g - x). Realizable from the partial view."""
+
+    def logits(self, full):
+        return torch.stack([torch.zeros(full.shape[0]), 10.0 * (full[:, 4] - full[:, 0])], dim=1)
+
+
+def test_dagger_student_learns_a_realizable_teacher():
+    cfg = exp.PolicyDistillationConfig(regions=2, max_steps=50, num_envs=8, dagger_iterations=3, dagger_steps=512,
+                                       distill_epochs=15, obs_noise=0.0, progress=False)
+    configs = np.array([[-1.0, 0.5], [-0.4, 0.8], [0.6, 0.4], [1.2, 0.6]])
+    edges = exp.region_edges(cfg)
+    teachers = [_LinearTeacher(), _LinearTeacher()]
+    student, rows = exp.distil(teachers, configs, edges, cfg, 0, schedule="exponential", p=0.5)
+    assert [r["beta"] for r in rows] == [1.0, 0.5, 0.25]
+    assert rows[-1]["dataset"] == 3 * 512
+    # fresh states of the last iteration: the student (before its last refit) already agrees with the teacher
+    assert rows[-1]["agreement"] > 0.9
+    x = torch.as_tensor(np.array([[0.0, 0.0, 0.0, 0.0, 1.0, 0.5], [0.5, 0.0, 0.5, 0.0, -1.0, 0.5]], dtype=np.float32))
+    assert student.logits(x).argmax(1).tolist() == [1, 0]  # goal to the right -> push right; to the left -> push left
