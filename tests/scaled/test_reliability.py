@@ -407,9 +407,6 @@ def test_cli_file_in_the_out_path_exits_2(tmp_path, capsys):
     _assert_clean_refusal(rc, err, r"afile")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Trainer.__init__ passes Path(config.out) to check_run_folder/prepare_run_folder, and Path('') is '.': "
-    "--out '' runs in the current directory (refused here only because the cwd is not empty); pass config.out itself"))
 def test_cli_empty_out_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an empty current directory: nothing else would refuse it
     rc, err = _cli(capsys, TRAIN + ["--out", ""])
