@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +41,7 @@ from ..checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..methods.registry import Registry, canonical_name, import_plugins, options_from_dict
 from ..run_folder import RunLogger, check_run_folder, prepare_run_folder
 
-__all__ = ["RESUME_MAY_CHANGE", "StepResult", "Trainer", "TrainerConfig", "config_from_preset", "step_seed"]
+__all__ = ["RESUME_MAY_CHANGE", "StageTimer", "StepResult", "Trainer", "TrainerConfig", "config_from_preset", "step_seed"]
 
 #: Configuration fields a resumed run may change (they do not change the numbers of the steps it still runs).
 RESUME_MAY_CHANGE = frozenset({"steps", "stop_after", "resume", "overwrite", "progress", "tensorboard", "checkpoint_every",
@@ -60,6 +61,22 @@ class StepResult:
     step: int
     metrics: dict
     loss_inputs: dict = field(repr=False, default_factory=dict)
+
+
+class StageTimer:
+    """Wall-clock time of a step's stages: ``lap("rollout")`` ends a stage; ``metrics()`` adds ``time_step_s``."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.times[f"time_{stage}_s"] = now - self.last
+        self.last = now
+
+    def metrics(self) -> dict[str, float]:
+        return {**self.times, "time_step_s": time.perf_counter() - self.start}
 
 
 def _finite(x) -> bool:
@@ -437,8 +454,8 @@ class Trainer:
         D.barrier(self.dist)
 
     # -- the loop -------------------------------------------------------------------------------
-    def plot(self) -> None:
-        return None
+    #: draws the run's figures from its folder (main rank, after training); None: no figure
+    plot_run: ClassVar = None
 
     def train(self) -> Path:
         """Run until ``steps`` (or ``stop_after`` steps of this call); returns the run folder."""
@@ -462,8 +479,8 @@ class Trainer:
                     pbar.set_postfix({short: f"{res.metrics[k]:.3g}" for k, short in self.progress_metrics.items() if k in res.metrics})
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
-            if self.dist.is_main:
-                self.plot()
+            if self.dist.is_main and self.plot_run is not None:
+                self.plot_run(self.out)
         finally:
             if pbar is not None:
                 pbar.close()

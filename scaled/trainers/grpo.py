@@ -36,7 +36,6 @@ from a checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -50,10 +49,11 @@ from polab.estimators.policy_loss import AGGREGATIONS, ppo_clip_loss
 from .. import distributed as D
 from ..methods import ADVANTAGES, REWARD_SHAPERS, SAMPLE_FILTERS
 from ..methods.advantages import sequence_of
+from ..report import plot_grpo_run
 from ..models import EMBEDDED_MODEL, ValueModel, load_model  # noqa: F401  (ValueModel: re-exported for old imports)
 from ..rollout import PrefixSharedLogprobs, RolloutBatch, generate_rollouts, sample_rollouts, token_logprobs
 from . import base
-from .base import StepResult, Trainer, TrainerConfig, step_seed
+from .base import StageTimer, StepResult, Trainer, TrainerConfig, step_seed
 from .schedule import UpdateSchedule
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "GRPOConfig", "GRPOTrainer", "PRESETS", "Rollout", "SAMPLE_FILTER_NAMES", "config_from_preset", "step_seed"]
@@ -241,6 +241,7 @@ class GRPOTrainer(Trainer):
     """
 
     label = "GRPO"
+    plot_run = staticmethod(plot_grpo_run)
     progress_metrics = {"reward_mean": "reward", "accuracy": "acc", "time_step_s": "s"}
 
     def build(self) -> None:
@@ -301,17 +302,12 @@ class GRPOTrainer(Trainer):
     def load_extra_state(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def plot(self) -> None:
-        from ..report import plot_grpo_run
-
-        plot_grpo_run(self.out)
-
     # -- the step: rollout -> reward -> sample filter -> advantage -> loss/update -> curriculum --------------
     def train_step(self) -> StepResult:
         """Run one step (all ranks must call it together)."""
-        t0 = time.perf_counter()
+        timer = StageTimer()
         roll = self.rollout(self.step + 1)
-        t1 = time.perf_counter()
+        timer.lap("rollout")
         self.score(roll)
         roll.metrics.update(self.sample_filter.before_advantage(self, roll))
         adv = self.advantage.compute(self, roll)
@@ -324,10 +320,10 @@ class GRPOTrainer(Trainer):
         roll.metrics.update(self.advantage.after_update(self, roll, adv, schedule))
         if upd["loss_inputs"]:
             upd["loss_inputs"].update(adv.loss_inputs, rewards=roll.rewards, group_ids=roll.group_ids)
-        t2 = time.perf_counter()
+        timer.lap("train")
         metrics = self.curriculum_update(roll, sequence_of(adv, roll.response_mask).to(roll.rewards.dtype).cpu(), upd)
         self.step = roll.step
-        metrics.update(time_rollout_s=t1 - t0, time_train_s=t2 - t1, time_step_s=time.perf_counter() - t0)
+        metrics.update(timer.metrics())
         return StepResult(step=roll.step, metrics=metrics, loss_inputs=upd["loss_inputs"])
 
     def rollout(self, step: int) -> Rollout:

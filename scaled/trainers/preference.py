@@ -31,7 +31,6 @@ what ran before it and a resumed run continues exactly.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -45,7 +44,7 @@ from ..rollout import RolloutBatch, sample_rollouts
 from ..run_folder import read_metrics
 from ..tasks.length_target import count_words
 from . import base
-from .base import StepResult, Trainer, TrainerConfig
+from .base import StageTimer, StepResult, Trainer, TrainerConfig
 from .grpo import _frozen_copy
 
 __all__ = ["PreferenceConfig", "PreferenceSample", "PreferenceTrainer", "PRESETS", "config_from_preset", "plot_preference_run"]
@@ -160,6 +159,10 @@ class PreferenceTrainer(Trainer):
 
     progress_metrics = {"policy_reward": "reward", "policy_words": "words", "time_step_s": "s"}
 
+    @staticmethod
+    def plot_run(run: Path) -> Path:
+        return plot_preference_run(run)
+
     def build(self) -> None:
         cfg = self.cfg
         self.scheme, self.pair_labeller = self.methods["scheme"], self.methods["pair_labels"]
@@ -194,17 +197,14 @@ class PreferenceTrainer(Trainer):
         return ["policy_reward", "sample_reward", "policy_words", "sample_words", "loss", "margin", "pair_accuracy", "num_pairs",
                 "grad_norm", "truncated_rate", "time_sample_s", "time_train_s", "time_step_s"]
 
-    def plot(self) -> None:
-        plot_preference_run(self.out)
-
     # -- the step: prompts -> samples -> reward -> labels and loss -> update --------------------------------
     def train_step(self) -> StepResult:
-        t0 = time.perf_counter()
+        timer = StageTimer()
         sample = self.draw(self.step + 1)
-        t1 = time.perf_counter()
+        timer.lap("sample")
         out = self.scheme.compute(self, sample)
         grad_norm = self.update(out.loss)
-        t2 = time.perf_counter()
+        timer.lap("train")
         self.step = sample.step
         metrics = {
             "policy_reward": self._policy_reward(sample),
@@ -213,11 +213,9 @@ class PreferenceTrainer(Trainer):
             "sample_words": float(np.mean([count_words(t) for t in sample.batch.texts])),
             "grad_norm": grad_norm,
             "truncated_rate": float(sample.batch.truncated.float().mean()),
-            "time_sample_s": t1 - t0,
-            "time_train_s": t2 - t1,
             **out.metrics,
+            **timer.metrics(),
         }
-        metrics["time_step_s"] = time.perf_counter() - t0
         return StepResult(sample.step, metrics, out.loss_inputs)
 
     def _policy_reward(self, sample) -> float:
