@@ -95,3 +95,13 @@ def test_misuse_exits_2_naming_the_argument_before_writing(tmp_path, capsys, arg
     assert (named or "spo-chain.threshold") in err
     assert len(err.strip().splitlines()) <= 2  # usage line (argparse errors) and one message
     assert not out.exists()  # nothing written
+
+
+def test_reward_shaper_changes_what_the_advantage_sees_not_the_logged_reward(tmp_path):
+    tr = GRPOTrainer(tiny_config(tmp_path, reward_shaper="binary"), task=DistinctCharsTask((1, 2)))
+    res = tr.train_step()
+    li = res.loss_inputs
+    # DistinctCharsTask: total in {0, 1, 2}, correct iff total == 2; the binary shaper gives 1 for correct, else 0
+    assert set(li["rewards"].tolist()) <= {0.0, 1.0}
+    assert res.metrics["accuracy"] == pytest.approx(float(li["rewards"].mean()), rel=1e-12)
+    assert res.metrics["reward_mean"] >= res.metrics["accuracy"]  # the task's own reward stays the logged metric
