@@ -35,6 +35,8 @@ Example::
     polab run c-morl --quick --out /tmp/cmorl_quick
     polab run c-morl --preset paper --out runs/c_morl_paper
 
+``hv_half_budget`` is the archive's hypervolume after half of the training steps (an anytime comparison).
+
 Run folder: ``config.json``, ``metrics.csv`` (``kind`` = ``curve`` rows: archive hypervolume after each update;
 ``final`` rows per environment, method and seed), ``figures/fronts.png``, ``figures/hv_curves.png``,
 ``figures/summary.png``, ``summary.json`` (means, 95% t intervals, exact two-sided permutation test of the
@@ -491,7 +493,9 @@ def _run_one(cfg: CMORLConfig, env_name: str, method: str, seed: int, dev: torch
            "env_steps_per_s": (used * per_update + evaluator.steps) / wall,
            "hypervolume": hypervolume(front, setup.ref_point),
            "expected_utility": expected_utility(front, simplex_weights(m, step=0.01)),
-           "sparsity": sparsity(front), "front_size": len(front), "front": front.tolist(), "curve": curve}
+           "sparsity": sparsity(front), "front_size": len(front), "front": front.tolist(), "curve": curve,
+           # anytime view: the archive's hypervolume once half of the budget's training steps are spent
+           "hv_half_budget": max([hv for s_, hv in curve if s_ <= budget * per_update / 2], default=0.0)}
     if setup.known_front:
         import mo_gymnasium
 
@@ -685,7 +689,8 @@ def _run(cfg: CMORLConfig) -> Path:
     for e in cfg.envs:
         d = {"per_method": {}, "tests": {}}
         rs = [r for r in results if r["env"] == e]
-        keys = ["hypervolume", "expected_utility", "sparsity", "front_size", "env_steps_per_s", "train_env_steps"]
+        keys = ["hypervolume", "hv_half_budget", "expected_utility", "sparsity", "front_size", "env_steps_per_s",
+                "train_env_steps"]
         if MO_ENVS[e].known_front:
             keys += ["front_fraction", "hv_ratio"]
         for meth in cfg.algorithms:
@@ -697,7 +702,8 @@ def _run(cfg: CMORLConfig) -> Path:
                 d["per_method"][meth]["true_front_point_hits_over_seeds"] = {
                     str(tuple(p)): int(h) for p, h in zip(mr[0]["true_front"], hits)}
         if set(METHODS) <= set(cfg.algorithms):
-            for k in ("hypervolume", "expected_utility") + (("front_fraction", "hv_ratio") if MO_ENVS[e].known_front else ()):
+            for k in (("hypervolume", "hv_half_budget", "expected_utility")
+                      + (("front_fraction", "hv_ratio") if MO_ENVS[e].known_front else ())):
                 a = [r[k] for r in rs if r["method"] == "c-morl"]
                 b = [r[k] for r in rs if r["method"] == "linear"]
                 d["tests"][k] = {"c_morl_minus_linear": float(np.mean(a) - np.mean(b)),
