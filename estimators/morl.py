@@ -216,7 +216,8 @@ def simplex_weights(num_objectives: int, *, step: float) -> np.ndarray:
     Notes
     -----
     The authors' ``generate_w_batch_test`` (``morl/utils.py``) keeps the grid points whose float sum equals 1
-    exactly, which can drop lattice points through rounding; the integer construction has no such loss.
+    exactly, which drops lattice points through rounding (measured here with numpy 2.4: 5027 of the 5151 points for
+    3 objectives at step 0.01; all 101 for 2 objectives); the integer construction has no such loss.
     C-MORL's Pareto initialisation uses the same lattice with step 0.2 (``--delta-weight``), and the expected
     utility uses step 0.01 (``--eval-delta-weight``).
 
