@@ -69,6 +69,22 @@ seeds (``--seed 100``) HARPG 2.8 +- 1.4 -> 49.2 +- 59.5 and N-HARPG
 39.3 +- 61.9 -> 90.8 +- 69.5. ``--step-size-n-harpg 0.2`` without the clip:
 N-HARPG 98.2 +- 23.7 (seeds 0-4), 73.3 +- 16.9 (``--seed 100``).
 
+``--hvp-form authors`` uses the authors' batch-product Hessian-vector form
+(``STORMHess``: product of batch means, score term with their sign and scale,
+``product_scale = -1/mean episode length``; see
+:func:`polab.estimators.pg_gradients.hessian_vector_estimate`). At the initial
+policy (v along a gradient estimate, 40 Hessian batches of 8 episodes) its
+per-batch spread of ``u/|v|`` (square root of the covariance trace) is 75
+against 223 for the unbiased per-trajectory form and 99 for the plain batch
+product (``--hvp-form batch-product``), with the gradient's at 23. It does not
+rescue (N)-HARPG: ``--envs InvertedPendulum-v5 --methods harpg n_harpg --budget
+100000`` (seeds 0-4) gives HARPG 8.8 +- 16.8 and N-HARPG 29.1 +- 33.8 with
+``--hvp-form authors`` against 2.7 +- 1.2 and 35.6 +- 90.6 with the default
+(rerun, identical to the figures above). A threefold smaller spread still
+leaves ``sigma_B`` three times ``sigma_g``, so the step-size condition above
+still fails at the family scale; the collapse is not explained by the
+per-trajectory form's extra variance alone.
+
 Run folder: ``config.json``, ``metrics.csv`` (one row per env, method, seed
 and iteration), ``summary.json`` (final returns per env and method: mean and
 95% CI half-width over seeds, over the last 20% of the budget),
