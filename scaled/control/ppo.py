@@ -20,6 +20,17 @@ Autoreset: gymnasium 1.x vector envs reset a finished sub-environment on the
 *next* call to ``step`` (``NEXT_STEP``); that transition is not part of any
 episode and is masked out of the loss (``valid``).
 
+Behaviour policy and data reuse (``sampler``, ``PPOConfig.buffer_batches``): the actions the
+environments see come from a pluggable sampler (:mod:`polab.scaled.control.sampling`;
+on-policy by default, PROPS as an alternative), and the update may reuse the last
+``buffer_batches`` rollouts, all treated as on-policy data for the current target (as the
+PROPS authors do: their ``ppo_discrete.py`` recomputes the old log-probabilities and values of
+the whole buffer with the current networks). With ``buffer_batches = 1`` and the on-policy
+sampler the trainer is the one it was before samplers existed, bit for bit. With more batches the
+previous rollouts' log-probabilities and values are recomputed with the current networks and GAE
+runs over the concatenated rollouts (contiguous in time per sub-environment), bootstrapped
+after the newest step.
+
 Training-only reward shaping (``EnvSpec.potential_scale > 0``, MountainCar):
 potential-based, :math:`r + \\gamma\\Phi(s') - \\Phi(s)` with :math:`\\Phi` the
 scaled mechanical energy and :math:`\\Phi = 0` after termination, which leaves
@@ -41,6 +52,7 @@ from polab.estimators.policy_loss import ppo_clip_loss
 
 from .envs import EnvSpec, make_vector_env, mountaincar_energy
 from .policies import SmoothedPolicy, make_actor_critic
+from .sampling import OnPolicySampler
 
 __all__ = ["PPOConfig", "train_ppo", "rollout_advantages", "ppo_minibatch_loss"]
 
@@ -64,6 +76,8 @@ class PPOConfig:
     train_sigmas: list = field(default_factory=lambda: [0.2])
     seed: int = 0
     device: str = "cpu"
+    buffer_batches: int = 1
+    target_kl: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,12 +156,30 @@ def ppo_minibatch_loss(net: nn.Module, x, actions, old_logp, advantages, returns
     return pl.loss + value_coef * vl.loss - entropy_coef * dist.entropy().mean(), pl
 
 
-def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[nn.Module, list[dict]]:
+def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True, sampler=None, env=None,
+              on_batch=None) -> tuple[nn.Module, list[dict]]:
     """Train an actor-critic for ``spec``; returns (network, per-update statistics).
 
     Each statistics row has ``update``, ``steps``, ``mean_return`` (last 20 episodes), ``episodes``, and the
-    minibatch means of the core loss's ``clip_fraction`` and ``ppo_kl`` (mean of old minus new log-probability).
+    minibatch means of the core loss's ``clip_fraction`` and ``ppo_kl`` (mean of old minus new log-probability),
+    plus the sampler's own statistics (none for the default on-policy sampler).
+
+    Parameters
+    ----------
+    spec, cfg
+        Environment and hyperparameters (``cfg.buffer_batches``: rollouts reused per update;
+        ``cfg.target_kl``: stop the epochs once a minibatch's ``ppo_kl`` exceeds it, None = never).
+    sampler : optional
+        Behaviour policy (:mod:`polab.scaled.control.sampling`); default :class:`OnPolicySampler`.
+    env : optional
+        A vector environment to use instead of ``make_vector_env(spec, cfg.num_envs, seed=cfg.seed)``
+        (``reset(seed=)``/``step`` on numpy arrays, NEXT_STEP autoreset, ``cfg.num_envs`` copies).
+    on_batch : callable, optional
+        ``on_batch(update, net, x, actions)`` after each rollout, before the update, with the
+        valid transitions the update will use (``x`` [n, ...], ``actions`` [n]); for measurements.
     """
+    if int(cfg.buffer_batches) != cfg.buffer_batches or cfg.buffer_batches < 1:
+        raise ValueError(f"buffer_batches must be an integer >= 1; got {cfg.buffer_batches}.")
     torch.manual_seed(cfg.seed)  # network initialisation (the one seeding block of this trainer)
     dev = torch.device(cfg.device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
@@ -155,8 +187,11 @@ def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[
     rng = np.random.default_rng(cfg.seed + 2)
     net = make_actor_critic(spec).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5)
-    env = make_vector_env(spec, cfg.num_envs, seed=cfg.seed)
+    env = make_vector_env(spec, cfg.num_envs, seed=cfg.seed) if env is None else env
     N, T = cfg.num_envs, cfg.rollout_steps
+    sampler = OnPolicySampler() if sampler is None else sampler
+    sampler.start(net, num_envs=N, buffer_batches=cfg.buffer_batches, device=dev, seed=cfg.seed)
+    retained: list[tuple] = []  # previous rollouts reused by the update (buffer_batches > 1)
     sig_choices = torch.tensor(cfg.train_sigmas, dtype=torch.float32, device=dev)
     sigma = sig_choices[torch.as_tensor(rng.integers(len(cfg.train_sigmas), size=N), device=dev)]
     pol = SmoothedPolicy(net, sigma=sigma, frame_stack=spec.frame_stack, generator=gen)
@@ -179,7 +214,7 @@ def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[
             with torch.no_grad():
                 logits, v = net.logits(x), net.value(x)
                 dist = torch.distributions.Categorical(logits=logits)
-                a = torch.multinomial(dist.probs, 1, generator=gen).squeeze(1)
+                a = sampler.sample(x, logits, gen)
             obs, r, te, tr, _ = env.step(a.cpu().numpy())
             new_frames = np.asarray(obs, dtype=np.float32)
             r = np.asarray(r, dtype=np.float64)
@@ -187,6 +222,7 @@ def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[
             if spec.stop_on_reward:
                 done = done | (r != 0)
             ok = ~env_prev_done
+            sampler.observe(x, a, ok)
             shaped = r + np.where(done, 0.0, cfg.gamma * _potential(spec, new_frames)) - _potential(spec, frames_np)
             xs[t], acts[t], logps[t], vals[t] = x, a, dist.log_prob(a), v
             rews[t] = torch.as_tensor(np.where(ok, shaped, 0.0), dtype=torch.float32, device=dev)
@@ -207,14 +243,32 @@ def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[
                 pol.reset_rows(restart, nf)
             env_prev_done = np.asarray(te) | np.asarray(tr)
             frames_np = new_frames
+        sampler.end_batch()
         with torch.no_grad():
             next_v = net.value(pol.stack)
+        batch = (xs, acts, logps, vals, rews, dones, valid)
+        if retained:  # previous rollouts: current log-probabilities and values, then one GAE over all
+            with torch.no_grad():
+                old = []
+                for (oxs, oacts, _, _, orews, odones, ovalid) in retained:
+                    flat = oxs.reshape((T * N,) + stack_shape)
+                    olp = torch.distributions.Categorical(logits=net.logits(flat)).log_prob(oacts.reshape(-1))
+                    old.append((oxs, oacts, olp.reshape(T, N), net.value(flat).reshape(T, N), orews, odones, ovalid))
+            xs, acts, logps, vals, rews, dones, valid = (torch.cat(z) for z in zip(*old, batch))
+        if cfg.buffer_batches > 1:
+            retained = (retained + [batch])[-(cfg.buffer_batches - 1):]
+        L = xs.shape[0]
         adv, ret = rollout_advantages(rews, vals, dones, valid, next_v, gamma=cfg.gamma, lambda_=cfg.lambda_)
         idx = torch.nonzero(valid.reshape(-1)).squeeze(1)
-        bx, ba, blp, badv, bret = (z.reshape((T * N,) + z.shape[2:])[idx] for z in (xs, acts, logps, adv, ret))
+        bx, ba, blp, badv, bret = (z.reshape((L * N,) + z.shape[2:])[idx] for z in (xs, acts, logps, adv, ret))
+        if on_batch is not None:
+            on_batch(update, net, bx, ba)
         mb = max(1, idx.numel() // cfg.minibatches)
         clip_fracs, kls = [], []
+        stop = False
         for _ in range(cfg.epochs):
+            if stop:
+                break
             perm = torch.randperm(idx.numel(), generator=cpu_gen).to(dev)
             for s in range(0, idx.numel(), mb):
                 j = perm[s:s + mb]
@@ -226,10 +280,13 @@ def train_ppo(spec: EnvSpec, cfg: PPOConfig, *, progress: bool = True) -> tuple[
                 opt.step()
                 clip_fracs.append(pl.clip_fraction)
                 kls.append(pl.ppo_kl)
+                if cfg.target_kl is not None and pl.ppo_kl > cfg.target_kl:
+                    stop = True
+                    break
         recent = ep_returns[-20:]
         stats.append({"update": update, "steps": (update + 1) * N * T,
                       "mean_return": float(np.mean(recent)) if recent else float("nan"), "episodes": len(ep_returns),
-                      "clip_fraction": float(np.mean(clip_fracs)), "ppo_kl": float(np.mean(kls))})
+                      "clip_fraction": float(np.mean(clip_fracs)), "ppo_kl": float(np.mean(kls)), **sampler.stats()})
     env.close()
     net.eval()
     return net.cpu(), stats
