@@ -53,6 +53,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600 whatever the umask; give it the mode `open` would (a group reads its own runs)
+        from .checkpoint import current_umask
+
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()

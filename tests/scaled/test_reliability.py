@@ -519,8 +519,6 @@ def test_cli_second_run_on_a_locked_folder_names_the_holder(finished_tiny_run, t
     _assert_clean_refusal(rc, err, f"in use by process {os.getpid()}")
 
 
-@pytest.mark.xfail(strict=True, reason="polab.scaled.logger writes config.json and metrics.csv through tempfile.mkstemp "
-                                       "(mode 0600 whatever the umask); checkpoint.atomic_write_text keeps the umask (owner: logger.py)")
 def test_cli_run_folder_files_follow_the_umask(finished_tiny_run):
     from polab.scaled.checkpoint import current_umask
 
