@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     for a in argv:
         fixed.extend(["--preset", "quick"] if a == "--quick" else [a])
     cfg, _ = parse_config(NPCRoguelikeConfig, fixed, prog="polab run npc-roguelike", presets=PRESETS, default_preset="cpu",
-                          description=__doc__.split("\n\n")[0])
+                          description=__doc__.split("\n\n")[0], ignore_keys=("designs",))
     out = run(cfg)
     s = json.loads((out / "summary.json").read_text())
     for a, per in s["success"].items():

@@ -37,6 +37,10 @@ def test_quick_run_writes_the_run_folder(tmp_path):
     assert s["env_steps_per_second"]["batched"] > 0
     # a non-empty folder is refused without --overwrite (exit 2 through the CLI)
     assert cli_main(["run", "npc-roguelike", "--quick", "--out", str(out)]) == 2
+    # the run's config.json replays it: same seeds, same levels, same results
+    again = tmp_path / "again"
+    assert exp.main(["--config", str(out / "config.json"), "--out", str(again)]) == 0
+    assert json.loads((again / "summary.json").read_text())["success"] == s["success"]
 
 
 @pytest.mark.parametrize("argv, needle", [
