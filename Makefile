@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The main job: a short DUMP-GRPO run on the embedded SmolLM2-135M-Instruct (CPU, minutes).
+# Each run gets a fresh timestamped folder (polab refuses to write into a non-empty one), and
+# runs/main-latest points at the newest.
+MAIN_OUT ?= runs/main-$(shell date +%Y%m%d-%H%M%S)
 main: setup
-	$(VENV)/bin/polab train grpo --preset cpu-demo --curriculum dump --out runs/main
+	$(VENV)/bin/polab train grpo --preset cpu-demo --curriculum dump --out $(MAIN_OUT)
+	ln -sfn $(abspath $(MAIN_OUT)) runs/main-latest
 
 # The full test suite (exactly what CI runs).
 test: setup
