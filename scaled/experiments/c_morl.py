@@ -35,7 +35,9 @@ Example::
     polab run c-morl --quick --out /tmp/cmorl_quick
     polab run c-morl --preset paper --out runs/c_morl_paper
 
-``hv_half_budget`` is the archive's hypervolume after half of the training steps (an anytime comparison).
+``hv_half_budget`` is the archive's hypervolume after half of the training steps (an anytime comparison);
+``hv_gain_after_init`` the hypervolume gained after the step at which C-MORL's initialisation ends (for C-MORL: what
+the constrained extension adds; for the baseline: what its last ``1 - init_fraction`` of training adds).
 
 Run folder: ``config.json``, ``metrics.csv`` (``kind`` = ``curve`` rows: archive hypervolume after each update;
 ``final`` rows per environment, method and seed), ``figures/fronts.png``, ``figures/hv_curves.png``,
@@ -495,7 +497,11 @@ def _run_one(cfg: CMORLConfig, env_name: str, method: str, seed: int, dev: torch
            "expected_utility": expected_utility(front, simplex_weights(m, step=0.01)),
            "sparsity": sparsity(front), "front_size": len(front), "front": front.tolist(), "curve": curve,
            # anytime view: the archive's hypervolume once half of the budget's training steps are spent
-           "hv_half_budget": max([hv for s_, hv in curve if s_ <= budget * per_update / 2], default=0.0)}
+           "hv_half_budget": max([hv for s_, hv in curve if s_ <= budget * per_update / 2], default=0.0),
+           # at the end of C-MORL's initialisation (int(init_fraction * budget) updates), for both methods
+           "hv_at_init_end": max([hv for s_, hv in curve if s_ <= int(cfg.init_fraction * budget) * per_update],
+                                 default=0.0)}
+    res["hv_gain_after_init"] = res["hypervolume"] - res["hv_at_init_end"]
     if setup.known_front:
         import mo_gymnasium
 
@@ -689,7 +695,7 @@ def _run(cfg: CMORLConfig) -> Path:
     for e in cfg.envs:
         d = {"per_method": {}, "tests": {}}
         rs = [r for r in results if r["env"] == e]
-        keys = ["hypervolume", "hv_half_budget", "expected_utility", "sparsity", "front_size", "env_steps_per_s",
+        keys = ["hypervolume", "hv_half_budget", "hv_at_init_end", "hv_gain_after_init", "expected_utility", "sparsity", "front_size", "env_steps_per_s",
                 "train_env_steps"]
         if MO_ENVS[e].known_front:
             keys += ["front_fraction", "hv_ratio"]
@@ -702,7 +708,7 @@ def _run(cfg: CMORLConfig) -> Path:
                 d["per_method"][meth]["true_front_point_hits_over_seeds"] = {
                     str(tuple(p)): int(h) for p, h in zip(mr[0]["true_front"], hits)}
         if set(METHODS) <= set(cfg.algorithms):
-            for k in (("hypervolume", "hv_half_budget", "expected_utility")
+            for k in (("hypervolume", "hv_half_budget", "hv_gain_after_init", "expected_utility")
                       + (("front_fraction", "hv_ratio") if MO_ENVS[e].known_front else ())):
                 a = [r[k] for r in rs if r["method"] == "c-morl"]
                 b = [r[k] for r in rs if r["method"] == "linear"]

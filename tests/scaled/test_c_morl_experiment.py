@@ -30,7 +30,8 @@ def test_quick_run_writes_a_complete_run_folder(tmp_path):
         assert 0 <= r["front_fraction"] <= 1 and 0 <= r["hv_ratio"] <= 1 + 1e-9
     s = json.loads((out / "summary.json").read_text())
     d = s["environments"]["dst"]
-    assert set(d["tests"]) == {"hypervolume", "hv_half_budget", "expected_utility", "front_fraction", "hv_ratio"}
+    assert set(d["tests"]) == {"hypervolume", "hv_half_budget", "hv_gain_after_init", "expected_utility",
+                                "front_fraction", "hv_ratio"}
     # Every greedy return on deterministic DST is achievable, so the true front weakly dominates it
     # (a wrong discount or reward accumulation would break this).
     import mo_gymnasium
@@ -40,8 +41,11 @@ def test_quick_run_writes_a_complete_run_folder(tmp_path):
     assert curve_points and all(r["env_steps"] > 0 for r in curve_points)
     for meth in ("c-morl", "linear"):
         v = d["per_method"][meth]
-        for hv, half in zip(v["hypervolume"]["per_seed"], v["hv_half_budget"]["per_seed"]):
-            assert half <= hv <= c_morl.hypervolume(true, c_morl.MO_ENVS["dst"].ref_point) + 1e-6
+        for hv, half, init, gain in zip(*(v[k]["per_seed"] for k in ("hypervolume", "hv_half_budget", "hv_at_init_end",
+                                                                       "hv_gain_after_init"))):
+            # the archive only grows: its hypervolume is monotone in training steps
+            assert half <= init <= hv <= c_morl.hypervolume(true, c_morl.MO_ENVS["dst"].ref_point) + 1e-6
+            assert gain == pytest.approx(hv - init)
 
 
 def test_permutation_test_exact_value():
