@@ -310,6 +310,8 @@ def env_steps_per_second(num_envs: int = 16, steps: int = 500, *, seed: int = 0)
 def mean_ci(x) -> tuple[float, float]:
     """Mean and the half-width of its 95% Student-t interval (0 for one value)."""
     x = np.asarray(x, dtype=float)
+    if x.size == 0:
+        return math.nan, 0.0
     if x.size < 2:
         return float(x.mean()), 0.0
     return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
@@ -365,10 +367,12 @@ def success_statistics(rows: list[dict], architectures, eval_designs) -> dict:
     return res
 
 
-def plot_run(out) -> list[Path]:
-    """Draw ``figures/generalisation.png`` and ``figures/training.png`` of a run folder from its ``metrics.csv``.
+def plot_run(out, *, also=(), suffix: str = "") -> list[Path]:
+    """Draw ``figures/generalisation{suffix}.png`` and ``figures/training{suffix}.png`` of a run folder from its ``metrics.csv``.
 
-    Returns the paths written. Used at the end of every run; callable on a finished run folder.
+    ``also``: further run folders (same designs, seeds and evaluation levels, other architectures)
+    whose ``eval`` and ``train`` rows are drawn beside this run's. Returns the paths written. Used at
+    the end of every run; callable on finished run folders.
     """
     import matplotlib
 
@@ -378,7 +382,11 @@ def plot_run(out) -> list[Path]:
     out = Path(out)
     cfg = json.loads((out / "config.json").read_text())
     rows = read_metrics(out / "metrics.csv")
-    archs = [a for a in cfg["architectures"]]
+    archs = list(cfg["architectures"])
+    for other in also:
+        extra = [r for r in read_metrics(Path(other) / "metrics.csv") if r["kind"] in ("eval", "train")]
+        rows += extra
+        archs += [a for a in json.loads((Path(other) / "config.json").read_text())["architectures"] if a not in archs]
     designs = list(cfg["eval_designs"])
     results = {a: {d: [r["success"] for r in rows if r["kind"] == "eval" and r["arch"] == a and r["design"] == d]
                    for d in designs} for a in archs}
@@ -416,7 +424,7 @@ def plot_run(out) -> list[Path]:
                  "levels per design\nbar = mean over seeds, whisker = 95% t interval, dot = one seed", fontsize=8)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     fig.tight_layout()
-    paths = [out / "figures" / "generalisation.png", out / "figures" / "training.png"]
+    paths = [out / "figures" / f"generalisation{suffix}.png", out / "figures" / f"training{suffix}.png"]
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
 
