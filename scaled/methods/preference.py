@@ -105,7 +105,13 @@ PREFERENCE_LOSSES = Registry("preference loss", "scheme", PreferenceLossMethod)
 
 
 class PairLabeller(Method):
-    """Base of the pair labellers: ``label(trainer, sample, logp, ref_logp) -> (logp, ref_logp, rewards, group_ids, metrics, extra)``."""
+    """Base of the pair labellers: ``label(trainer, sample, logp, ref_logp) -> (logp, ref_logp, rewards, group_ids, metrics, extra)``.
+
+    ``judges_samples``: the labeller ranks the sampled within-prompt pairs itself (so it needs a pairwise scheme on sampled
+    responses, not preference data whose labels are given).
+    """
+
+    judges_samples = False
 
     def label(self, trainer, sample, logp, ref_logp):
         raise NotImplementedError
@@ -374,6 +380,7 @@ class AIFeedbackLabels(PairLabeller):
     """Self-reference AI feedback: the frozen reference judges every within-prompt pair in both orders."""
 
     Options = AIFeedbackOptions
+    judges_samples = True
     metrics = ("judge_pairs", "judge_consistency", "judge_position_bias", "judge_strength", "judge_reward_agreement")
     legacy_options = {"judge_principle": "principle", "judge_space": "space", "min_preference_strength": "min_strength"}
 

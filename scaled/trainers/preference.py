@@ -89,11 +89,13 @@ class PreferenceConfig(TrainerConfig):
         if world_size != 1:
             errs.append(f"the preference trainer runs in one process; got {world_size} (run it without torchrun)")
         try:
-            pairwise, on_policy = self.method_class("scheme").pairwise, self.method_class("scheme").source == "policy"
-        except ValueError:
-            pairwise, on_policy = True, True
-        if self.pair_labels == "ai-feedback" and not pairwise:
-            errs.append(f"pair_labels='ai-feedback' labels pairs; scheme {self.scheme!r} uses no pairs: choose a pairwise scheme or pair_labels='reward'")
+            scheme, labeller = self.method_class("scheme"), self.method_class("pair_labels")
+            pairwise, on_policy, judges = scheme.pairwise, scheme.source == "policy", labeller.judges_samples
+        except ValueError:  # an unknown name: reported by validate()
+            pairwise, on_policy, judges = True, True, False
+        if judges and not pairwise:
+            errs.append(f"pair_labels={self.pair_labels!r} labels pairs; scheme {self.scheme!r} uses no pairs: choose a pairwise scheme "
+                        "or pair_labels='reward'")
         if self.samples_per_prompt < 2:
             errs.append("samples_per_prompt must be >= 2: pairs and best-versus-rest need two responses per prompt")
         for name in ("prompts_per_step", "max_new_tokens"):
@@ -108,7 +110,7 @@ class PreferenceConfig(TrainerConfig):
             errs.append(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing!r}")
         if self.pairing not in ("all", "best-worst"):
             errs.append(f"pairing must be 'all' or 'best-worst', got {self.pairing!r}")
-        if self.data is not None and (on_policy or not pairwise or self.pair_labels != "reward"):
+        if self.data is not None and (on_policy or not pairwise or judges):
             errs.append(f"data: preference pairs feed an offline pairwise scheme with pair_labels='reward' (e.g. offline-dpo); got scheme "
                         f"{self.scheme!r}, pair_labels {self.pair_labels!r}")
         if self.eval_samples_per_prompt < 1 and not on_policy:
