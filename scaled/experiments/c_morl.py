@@ -44,6 +44,15 @@ Run folder: ``config.json``, ``metrics.csv`` (``kind`` = ``curve`` rows: archive
 ``figures/summary.png``, ``summary.json`` (means, 95% t intervals, exact two-sided permutation test of the
 difference in means between methods, environment steps per second).
 
+Measured (CPU default, 5 seeds, 40k training steps per run, ~10 min wall with ``nice -n 15`` on a shared 2-core
+machine; bit-identical on rerun). DST: true front found 62% +- 16 (C-MORL) vs 60% +- 18 (linear), HV ratio
+0.912 +- 0.082 vs 0.892 +- 0.099, final difference not significant (exact permutation p = 0.71); archive HV at half
+the budget 297 vs 17 (p = 0.008; that is still its initialisation: 6 weights with more updates each
+than the baseline's 11); the extension phase raised C-MORL's HV in 4 of 5 seeds. Minecart: EU -0.267 vs -0.343
+(p = 0.008), HV 263 vs 255 (p = 0.74); policies collect little ore at this budget. ``--envs dst-concave``
+(unsupported front points): HV ratio 0.813 +- 0.16 vs 0.389 +- 0.32 (p = 0.016), front found 46% vs 26%
+(p = 0.087), the 124-treasure corner in 3 of 5 seeds vs 0 of 5.
+
 Proxies and departures: deep-sea-treasure and minecart stand in for the paper's MuJoCo tasks at CPU scale; on
 deep-sea-treasure policies are evaluated greedily (the environment is deterministic, so one episode gives the
 exact return, comparable with the known front) and trained with :math:`\\gamma = 1`; :math:`\\beta` is 0.5 there
