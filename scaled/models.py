@@ -97,12 +97,38 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def _config_errors() -> tuple[type[BaseException], ...]:
+    """Errors a malformed model folder raises: transformers 5 validates configs through huggingface_hub's
+    strict dataclasses, whose errors are not ValueErrors (e.g. ``hidden_size: -5``)."""
+    errors: list[type[BaseException]] = [OSError, ValueError, TypeError]
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+
+        errors.append(StrictDataclassError)
+    except ImportError:  # older huggingface_hub: nothing more to catch
+        pass
+    return tuple(errors)
+
+
+def _local_files_only(name: str) -> bool:
+    """True when ``name`` must come from local files: a local folder, or a hub id while the hub is unreachable
+    (then it must be in the local cache; :func:`polab.scaled.hub.offline_hub_check` fails within seconds
+    otherwise, instead of transformers' ~50 s of retries)."""
+    if Path(name).exists():
+        return True
+    from .hub import offline_hub_check
+
+    return offline_hub_check(name)
+
+
 def load_tokenizer(name: str):
     """The tokenizer of a model name (tiny-llama uses the embedded model's)."""
     from transformers import AutoTokenizer
 
-    path = embedded_model_dir() if name in (EMBEDDED_MODEL, TINY_MODEL) else name
-    tok = AutoTokenizer.from_pretrained(path)
+    if name in (EMBEDDED_MODEL, TINY_MODEL):
+        tok = AutoTokenizer.from_pretrained(embedded_model_dir())
+    else:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=_local_files_only(name))
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -159,8 +185,13 @@ def load_model(name: str = EMBEDDED_MODEL, *, dtype: torch.dtype = torch.float32
     else:
         try:
             tokenizer = load_tokenizer(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-        except (OSError, ValueError) as exc:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=_local_files_only(name))
+        except _config_errors() as exc:
+            if Path(name).is_dir():
+                raise ValueError(
+                    f"could not load the local model folder {name!r}: {exc}. Fix its config.json/weights, "
+                    f"or pass another Hugging Face folder or {EMBEDDED_MODEL!r}."
+                ) from exc
             raise FileNotFoundError(
                 f"could not load model {name!r}: it is neither a known short name "
                 f"({EMBEDDED_MODEL!r}, {TINY_MODEL!r}), a local Hugging Face folder, nor a hub id reachable "

@@ -78,3 +78,17 @@ def test_names_that_are_neither_folders_nor_hub_ids(no_network):
         assert not is_hub_id(bad)
         with pytest.raises(HubUnavailableError, match="no such local folder"):
             offline_hub_check(bad)
+
+
+def test_load_model_by_unreachable_hub_id_fails_fast(monkeypatch):
+    """load_model asks offline_hub_check first: an uncached hub id with the hub offline is a clear
+    FileNotFoundError within seconds (transformers alone retries for ~50 s)."""
+    import time
+
+    from polab.scaled.models import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="polab-no-such-org/no-such-model"):
+        load_model("polab-no-such-org/no-such-model")
+    assert time.monotonic() - t0 < 10.0  # generous bound for a loaded machine; the retry loop takes ~50 s
