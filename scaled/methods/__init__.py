@@ -17,3 +17,6 @@ __all__ = ["ADVANTAGES", "AdvantageEstimator", "AdvantageResult", "GroupEstimato
 from .preference import PAIR_LABELLERS, PREFERENCE_LOSSES, PairLabeller, PreferenceLossMethod, PreferenceStep  # noqa: E402
 
 __all__ += ["PAIR_LABELLERS", "PREFERENCE_LOSSES", "PairLabeller", "PreferenceLossMethod", "PreferenceStep"]
+from .self_reference import SelfReferenceLabels  # noqa: E402  (registers pair_labels="self-reference")
+
+__all__ += ["SelfReferenceLabels"]
