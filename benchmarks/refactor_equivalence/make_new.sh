@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The same commands on the refactored trainers (polab.scaled.cli), for compare.py.
+# Usage: bash make_new.sh [nomain]
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-/tmp/polab-equivalence/new}
+mkdir -p $OUT
+for d in $OUT/grpo-* $OUT/pref-*; do rm -rf "$d"; done
+export OMP_NUM_THREADS=1
+for a in grpo dr_grpo rloo grpo_batch_std spo_chain ppo_gae pcpg; do
+  $PY -m polab.scaled.cli train grpo --preset tiny --steps 3 --advantage $a --out $OUT/grpo-adv-$a > $OUT/grpo-adv-$a.log 2>&1 || echo "FAIL adv $a"
+done
+for f in pf_ppo_best_worst pf_ppo_best_random ssb arpo; do
+  $PY -m polab.scaled.cli train grpo --preset tiny --steps 3 --sample-filter $f --out $OUT/grpo-filter-$f > $OUT/grpo-filter-$f.log 2>&1 || echo "FAIL filter $f"
+done
+$PY -m polab.scaled.cli train grpo --preset tiny --steps 3 --curriculum uniform --out $OUT/grpo-uniform > $OUT/grpo-uniform.log 2>&1 || echo "FAIL uniform"
+for s in on-policy-dpo offline-dpo on-policy-ipo on-policy-copg on-policy-opa-dpo on-policy-gepo on-policy-best-of-n offline-direct-advantage-po; do
+  $PY -m polab.scaled.cli train preference --preset tiny --steps 3 --scheme $s --out $OUT/pref-$s > $OUT/pref-$s.log 2>&1 || echo "FAIL scheme $s"
+done
+$PY -m polab.scaled.cli train preference --preset tiny --steps 3 --pair-labels ai-feedback --out $OUT/pref-aifeedback > $OUT/pref-aifeedback.log 2>&1 || echo "FAIL aifeedback"
+# the main job (SmolLM2, 12 steps)
+[ "${1:-}" = nomain ] || $PY -m polab.scaled.cli train grpo --preset cpu-demo --curriculum dump --out $OUT/main > $OUT/main.log 2>&1 || echo "FAIL main"
+echo ALLDONE
