@@ -17,6 +17,10 @@ __all__ = ["ADVANTAGES", "AdvantageEstimator", "AdvantageResult", "GroupEstimato
 from .preference import PAIR_LABELLERS, PREFERENCE_LOSSES, PairLabeller, PreferenceLossMethod, PreferenceStep  # noqa: E402
 
 __all__ += ["PAIR_LABELLERS", "PREFERENCE_LOSSES", "PairLabeller", "PreferenceLossMethod", "PreferenceStep"]
+from . import tppo  # noqa: E402,F401  (registers the t-ppo advantage estimator)
 from .self_reference import SelfReferenceLabels  # noqa: E402  (registers pair_labels="self-reference")
 
 __all__ += ["SelfReferenceLabels"]
+from .rollout_strategies import ROLLOUT_STRATEGIES, RolloutStrategy  # noqa: E402
+
+__all__ += ["ROLLOUT_STRATEGIES", "RolloutStrategy"]

@@ -48,6 +48,7 @@ from polab.estimators.policy_loss import AGGREGATIONS, ppo_clip_loss
 
 from .. import distributed as D
 from ..methods import ADVANTAGES, REWARD_SHAPERS, SAMPLE_FILTERS
+from ..methods.rollout_strategies import ROLLOUT_STRATEGIES
 from ..methods.advantages import sequence_of
 from ..report import plot_grpo_run
 from ..models import EMBEDDED_MODEL, ValueModel, load_model  # noqa: F401  (ValueModel: re-exported for old imports)
@@ -87,6 +88,8 @@ class GRPOConfig(TrainerConfig):
     max_new_tokens: int = field(default=48, metadata={"help": "response budget in tokens"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (also of the training log-probabilities)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    rollout_strategy: str = field(default="full", metadata={"help": "full (every response to EOS/max_new_tokens per step) or windowed "
+                                                                    "(T-PPO's successive generation: --windowed.window-tokens per step)"})
     rollout_engine: str = field(default="shared-prefix", metadata={"help": "polab's prompt-sharing KV-cache sampler or transformers' generate",
                                                                    "choices": ("shared-prefix", "hf")})
     shared_prefix_logprobs: bool = field(default=True, metadata={"help": "one prompt pass per group in the training forward (exact; see polab.scaled.rollout)"})
@@ -108,7 +111,8 @@ class GRPOConfig(TrainerConfig):
     micro_batch_size: int = field(default=0, metadata={"help": "responses per forward/backward on one rank; 0 = the whole mini-batch"})
     out: str = field(default="runs/grpo", metadata={"help": "run folder"})
 
-    method_fields: ClassVar[dict] = {"advantage": ADVANTAGES, "sample_filter": SAMPLE_FILTERS, "reward_shaper": REWARD_SHAPERS}
+    method_fields: ClassVar[dict] = {"advantage": ADVANTAGES, "sample_filter": SAMPLE_FILTERS, "reward_shaper": REWARD_SHAPERS,
+                                     "rollout_strategy": ROLLOUT_STRATEGIES}
     kind: ClassVar[str] = "GRPO"
 
     def check(self, world_size: int = 1) -> list[str]:
@@ -327,6 +331,10 @@ class GRPOTrainer(Trainer):
         return StepResult(step=roll.step, metrics=metrics, loss_inputs=upd["loss_inputs"])
 
     def rollout(self, step: int) -> Rollout:
+        """The step's samples from the selected rollout strategy (:mod:`polab.scaled.methods.rollout_strategies`)."""
+        return self.methods["rollout_strategy"].rollout(self, step)
+
+    def full_rollout(self, step: int) -> Rollout:
         """Draw this rank's share of the prompts (curriculum, then task) and sample G responses each."""
         cfg, info = self.cfg, self.dist
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0, "curriculum"))
