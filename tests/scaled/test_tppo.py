@@ -91,3 +91,25 @@ def test_window_token_filter():
     res = est.compute(trainer, roll)
     assert torch.equal(res.loss_mask, torch.tensor([[0.0, 0, 0], [0, 0, 1]]))
     assert float(res.loss_inputs["value_mask"].sum()) == 0.0
+
+
+def test_trainer_step_full_length_rollout(tmp_path):
+    """A t-ppo step of the trainer (full-length rollout): critic trained on finished rows only, policy on every token."""
+    from polab.scaled.trainers.grpo import GRPOTrainer
+    from tests.scaled.grpo_fixtures import DistinctCharsTask, tiny_config
+    from tests.scaled.test_tppo_windowed import eos_bias
+
+    tr = GRPOTrainer(tiny_config(tmp_path, advantage="t-ppo", max_new_tokens=6), task=DistinctCharsTask((1, 2)))
+    eos_bias(tr.policy, tr.tokenizer.eos_token_id)
+    res = tr.train_step()
+    li = res.loss_inputs
+    m, tr_rows = li["batch"].response_mask.float(), li["truncated"]
+    assert bool(tr_rows.any()) and bool((~tr_rows).any())  # both kinds present (EOS bias; seed 0)
+    assert torch.equal(li["mask"], m)
+    # unfinished rows: no score on any token; finished rows: the score on the last token
+    assert float(li["token_rewards"][tr_rows].abs().sum()) == 0.0
+    # the critic's head starts at zero, so the first value loss is 1/2 * token-mean of returns^2 over the finished rows
+    vm = li["value_mask"]
+    assert torch.equal(vm, m * (~tr_rows).float()[:, None])
+    # rel 1e-6: float32 sums in a different order (STYLE.md float32 tolerance)
+    assert res.metrics["value_loss"] == pytest.approx(float(0.5 * (li["returns"] ** 2 * vm).sum() / vm.sum()), rel=1e-6)
