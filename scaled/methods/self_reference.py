@@ -51,6 +51,11 @@ What is confirmed and what is reconstructed
   model as annotator); give the trainer another ``model`` for a different judge
   only by extending this class.
 
+Metrics: ``judge_pairs`` (pairs kept), ``judge_consistency`` (both orders prefer the same answer),
+``judge_position_bias``, ``judge_strength`` (mean :math:`|s|`), ``judge_reward_agreement`` (how often the judged
+winner is the one with the higher task reward, over pairs whose rewards differ) and ``judge_self_answer_reward``
+(the task's mean reward of the judge's own answers: how good the reference it critiques against is).
+
 State: none (the judge is frozen, every draw is seeded from ``(seed, step)``);
 resumption is exact without a checkpoint entry.
 

@@ -179,7 +179,7 @@ def test_trainer_gepo_defaults_are_the_papers():
 def test_self_reference_one_real_step_on_smollm2(tmp_path):
     cfg = config_from_preset("cpu-demo", task="arithmetic", pair_labels="self-reference", out=str(tmp_path / "llm"), steps=1,
                              prompts_per_step=1, samples_per_prompt=2, max_new_tokens=8, tensorboard=False, progress=False,
-                             methods={"self-reference": {"self_answer_tokens": 12, "critique_tokens": 12}})
+                             methods={"self-reference": {"self_answer_tokens": 8, "critique_tokens": 8}})
     tr = PreferenceTrainer(cfg)
     res = tr.train_step()
     j = res.loss_inputs["judge"]
