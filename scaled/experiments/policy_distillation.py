@@ -49,7 +49,8 @@ ensemble 0.523 +- 0.043, best single teacher 0.550 +- 0.072, rl-all 0.586 +- 0.0
 BC (+0.45, paired t p = 3e-5) but is *below* rl-all (-0.12 [-0.17, -0.07], p = 0.003) and the best
 single teacher (-0.08, p = 0.02): on this proxy the teachers do not specialise (each is about as
 good as the oracle ensemble over the whole range), so the paper's advantage of distillation over
-one RL policy is not reproduced here.
+one RL policy is not reproduced here. A stronger student fit (``--distill-epochs 30 --distill-lr 3e-3``)
+gives DAgger 0.456 +- 0.061 (teachers and rl-all identical, same seeds): the gap is not optimiser underfitting.
 
 Presets: ``cpu`` (default, 5 seeds, about 10-15 minutes on one core), ``quick`` (``--quick``, a
 few seconds), ``gpu`` (paper-scale: 10 seeds, 5 regions, 300k steps per teacher, 20 DAgger
