@@ -96,10 +96,24 @@ class WindowedRollout(RolloutStrategy):
 
     @classmethod
     def validate(cls, o, config) -> list[str]:
+        errs = []
         w = o.window_tokens
         if not isinstance(w, int) or isinstance(w, bool) or w < 1:
-            return [f"windowed.window_tokens must be an integer >= 1, got {w!r}"]
-        return []
+            errs.append(f"windowed.window_tokens must be an integer >= 1, got {w!r}")
+        if config is None:
+            return errs
+        try:
+            adv = config.method_class("advantage")
+        except (AttributeError, ValueError):
+            adv = None
+        if adv is not None and not getattr(adv, "handles_windows", False):
+            errs.append(f"rollout_strategy windowed needs an advantage estimator that trains on window tokens only (t-ppo); "
+                        f"--advantage {adv.name} would retrain earlier windows' tokens and score unfinished responses")
+        if getattr(config, "sample_filter", "none") != "none":
+            errs.append("rollout_strategy windowed supports --sample-filter none only (a filter that swaps rows drops the window state)")
+        if getattr(config, "rollout_engine", "shared-prefix") != "shared-prefix":
+            errs.append("rollout_strategy windowed samples with its own KV-cache decoder; use --rollout-engine shared-prefix")
+        return errs
 
     # -- checkpoint state: plain containers -------------------------------------------------------
     def state_dict(self) -> dict:

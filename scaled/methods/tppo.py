@@ -79,6 +79,8 @@ class TPPOAdvantage(PPOGAEAdvantage):
     Options = TPPOOptions
     metrics = ("value_loss", "value_clip_fraction", "value_mean", "unfinished_rate", "policy_token_fraction")
     legacy_options = {}
+    #: trains on the current window's tokens only (``batch.window_start``): usable with ``--rollout-strategy windowed``
+    handles_windows = True
 
     @classmethod
     def validate(cls, o, config) -> list[str]:

@@ -99,4 +99,12 @@ def test_windowed_run_resumes_exactly(tmp_path):
 
 def test_window_tokens_is_checked(tmp_path):
     with pytest.raises(ValueError, match="windowed.window_tokens must be an integer >= 1"):
-        tiny_config(tmp_path, rollout_strategy="windowed", methods={"windowed": {"window_tokens": 0}}).validate()
+        tiny_config(tmp_path, advantage="t-ppo", rollout_strategy="windowed", methods={"windowed": {"window_tokens": 0}}).validate()
+
+
+def test_windowed_needs_a_window_aware_advantage(tmp_path):
+    with pytest.raises(ValueError, match="--advantage grpo would retrain"):
+        tiny_config(tmp_path, advantage="grpo", rollout_strategy="windowed").validate()
+    with pytest.raises(ValueError, match="sample-filter none only"):
+        tiny_config(tmp_path, advantage="t-ppo", rollout_strategy="windowed", sample_filter="pf-ppo-best-worst").validate()
+    tiny_config(tmp_path, advantage="t-ppo", rollout_strategy="windowed").validate()  # fine
