@@ -26,8 +26,11 @@ Each estimator calls the verified core (:mod:`polab.estimators`) unchanged:
   per-token KL penalty when ``kl_coef > 0`` and ``kl_in_reward``), GAE
   advantages are whitened as verl does, and the critic takes clipped
   value-loss steps on the trainer's schedule; with ``truncation="bootstrap"``
-  responses cut at ``max_new_tokens`` are bootstrapped with the critic's value
-  there (T-PPO's extended GAE);
+  responses cut at ``max_new_tokens`` keep their task score and are also
+  bootstrapped with the critic's value at an extra position (polab's earlier
+  reading of T-PPO, kept for old runs; it is *not* T-PPO: a truncated response
+  then gets score + bootstrap. T-PPO as the paper describes it is the
+  ``t-ppo`` method, :mod:`polab.scaled.methods.tppo`);
 - ``pcpg`` (PCPG, :mod:`polab.estimators.reward_shaping`; tasks with a reference
   answer, ``task.reference(problem) -> str``): each response token's reward is
   the drop in character edit distance to the reference that the characters it
@@ -243,7 +246,7 @@ class SPOChainAdvantage(AdvantageEstimator):
 class PPOGAEOptions:
     gamma: float = field(default=1.0, metadata={"help": "discount (1.0 as TRL's PPOConfig; polab.estimators.gae.PPO_RECIPE_DEFAULTS)"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda (0.95 as TRL's PPOConfig)"})
-    truncation: str = field(default="terminal", metadata={"help": "responses cut at max_new_tokens: terminal (PPO) or bootstrap (T-PPO's EGAE)",
+    truncation: str = field(default="terminal", metadata={"help": "responses cut at max_new_tokens: terminal (PPO) or bootstrap (score + critic value at an extra position; polab's earlier reading, not T-PPO: use --advantage t-ppo)",
                                                           "choices": ("terminal", "bootstrap")})
     kl_in_reward: bool = field(default=True, metadata={"help": "kl_coef enters the token rewards (the RLHF PPO recipe), not the loss"})
     value_lr: float = field(default=1e-5, metadata={"help": "critic learning rate"})
@@ -252,7 +255,7 @@ class PPOGAEOptions:
 
 @ADVANTAGES.register("ppo-gae")
 class PPOGAEAdvantage(CriticState, AdvantageEstimator):
-    """PPO with a critic and token-level GAE (verl whitening); T-PPO's extended GAE for truncated responses."""
+    """PPO with a critic and token-level GAE (verl whitening); optional bootstrap of truncated responses (not T-PPO; see ``t-ppo``)."""
 
     Options = PPOGAEOptions
     metrics = ("value_loss", "value_clip_fraction", "value_mean")
