@@ -33,7 +33,7 @@ Environments: ``cartpole`` (CartPole-v1 capped at 200 steps, gymnasium's batched
 the control PPO has no Gaussian policy, so the paper's MuJoCo runs are not reproduced.
 
 Presets (``--preset``): ``cpu`` (default; 5 seeds, two environments, 24,576 steps, PROPS updated
-every 32 environment steps with the authors' 16 epochs x 4 minibatches; ~10-12 minutes of one core's
+every 32 environment steps with the authors' 16 epochs x 4 minibatches; ~13 minutes of one core's
 CPU time, most of it in the PROPS updates; a PROPS update every 256 steps with 2 x 4 minibatch
 steps costs ~5 CPU-minutes but left the sampling error unchanged in our run),
 ``quick`` (smoke test, seconds), ``paper`` (the authors' discrete settings: PPO 2048-step
