@@ -435,27 +435,55 @@ class AIFeedbackLabels(PairLabeller):
         para_ids = [(r // nv) * 2 + verdict_of[r % nv] for r in range(2 * K * nv)]  # (pair * 2 + order) * 2 + verdict
         ppl = semantic_perplexity(lp.double(), v_mask.double(), paraphrase_ids=torch.tensor(para_ids, device=dev))
         ppl = ppl.view(K, 2, 2).cpu()  # [pair, order (A first, B first), verdict (first better, second better)]
-        p_first = ppl[:, :, 1] / (ppl[:, :, 0] + ppl[:, :, 1])
-        pref = order_swap_debias(p_first[:, 0], p_first[:, 1], space=o.space)
-        strength = preference_strength(ppl[:, 0, 0], ppl[:, 0, 1], ppl_prefer_a_swapped=ppl[:, 1, 1], ppl_prefer_b_swapped=ppl[:, 1, 0])
-        kept = (pref.prob_a != 0.5) & (strength.abs() >= o.min_strength)
-        pair_t = torch.tensor(pairs, dtype=torch.long).view(K, 2)
-        a_wins = pref.prob_a > 0.5
-        winner = torch.where(a_wins, pair_t[:, 0], pair_t[:, 1])[kept]
-        loser = torch.where(a_wins, pair_t[:, 1], pair_t[:, 0])[kept]
-        p_win = torch.where(a_wins, pref.prob_a, 1.0 - pref.prob_a)[kept]
-        n = int(kept.sum())
-        r = rewards.double()
-        decided = r[pair_t[:, 0]] != r[pair_t[:, 1]]
-        agree = (r[pair_t[:, 0]] > r[pair_t[:, 1]]) == a_wins
-        metrics = {
-            "judge_pairs": float(n),
-            "judge_consistency": float(pref.consistent.double().mean()),
-            "judge_position_bias": float(pref.position_bias.mean()),
-            "judge_strength": float(strength.abs().mean()),
-            "judge_reward_agreement": float(agree[decided].double().mean()) if bool(decided.any()) else math.nan,
-        }
-        return dict(rows=torch.stack([winner, loser], 1).reshape(-1), groups=torch.arange(n).repeat_interleave(2),
-                    rewards=torch.stack([p_win, 1.0 - p_win], 1).reshape(-1).to(torch.float32), pairs=pair_t,
-                    p_first_ab=p_first[:, 0], p_first_ba=p_first[:, 1], ppl=ppl, prob_a=pref.prob_a, strength=strength,
-                    consistent=pref.consistent, position_bias=pref.position_bias, kept=kept, metrics=metrics)
+        return labels_from_verdict_perplexities(ppl, pairs, rewards, space=o.space, min_strength=o.min_strength)
+
+
+def labels_from_verdict_perplexities(ppl: torch.Tensor, pairs: list[tuple[int, int]], rewards: torch.Tensor, *,
+                                     space: str, min_strength: float) -> dict:
+    """Pair labels from the judge's pooled verdict perplexities, through the core's debiasing and strength.
+
+    Shared by the AI-judge labellers (``ai-feedback`` and ``self-reference``).
+
+    Parameters
+    ----------
+    ppl : Tensor, shape [K, 2, 2]
+        Pooled perplexities per pair, order (A listed first, B listed first) and verdict (first-listed better,
+        second-listed better).
+    pairs : list of (a, b) row indices, length K
+    rewards : Tensor, shape [rows]
+        The task's rewards (only for the agreement metric).
+    space, min_strength
+        :func:`~polab.estimators.reward_shaping.order_swap_debias`'s space; pairs whose |strength| is below
+        ``min_strength`` (or whose debiased probability is exactly 1/2) are dropped.
+
+    Returns
+    -------
+    dict with ``rows`` (winner, loser row indices, flattened), ``groups`` (pair index of each), ``rewards``
+    (P(win), 1 - P(win)), ``pairs`` [K, 2], ``p_first_ab``, ``p_first_ba``, ``ppl``, ``prob_a``, ``strength``,
+    ``consistent``, ``position_bias``, ``kept`` [K] and ``metrics``.
+    """
+    K = ppl.shape[0]
+    p_first = ppl[:, :, 1] / (ppl[:, :, 0] + ppl[:, :, 1])
+    pref = order_swap_debias(p_first[:, 0], p_first[:, 1], space=space)
+    strength = preference_strength(ppl[:, 0, 0], ppl[:, 0, 1], ppl_prefer_a_swapped=ppl[:, 1, 1], ppl_prefer_b_swapped=ppl[:, 1, 0])
+    kept = (pref.prob_a != 0.5) & (strength.abs() >= min_strength)
+    pair_t = torch.tensor(pairs, dtype=torch.long).view(K, 2)
+    a_wins = pref.prob_a > 0.5
+    winner = torch.where(a_wins, pair_t[:, 0], pair_t[:, 1])[kept]
+    loser = torch.where(a_wins, pair_t[:, 1], pair_t[:, 0])[kept]
+    p_win = torch.where(a_wins, pref.prob_a, 1.0 - pref.prob_a)[kept]
+    n = int(kept.sum())
+    r = rewards.double().cpu()
+    decided = r[pair_t[:, 0]] != r[pair_t[:, 1]]
+    agree = (r[pair_t[:, 0]] > r[pair_t[:, 1]]) == a_wins
+    metrics = {
+        "judge_pairs": float(n),
+        "judge_consistency": float(pref.consistent.double().mean()),
+        "judge_position_bias": float(pref.position_bias.mean()),
+        "judge_strength": float(strength.abs().mean()),
+        "judge_reward_agreement": float(agree[decided].double().mean()) if bool(decided.any()) else math.nan,
+    }
+    return dict(rows=torch.stack([winner, loser], 1).reshape(-1), groups=torch.arange(n).repeat_interleave(2),
+                rewards=torch.stack([p_win, 1.0 - p_win], 1).reshape(-1).to(torch.float32), pairs=pair_t,
+                p_first_ab=p_first[:, 0], p_first_ba=p_first[:, 1], ppl=ppl, prob_a=pref.prob_a, strength=strength,
+                consistent=pref.consistent, position_bias=pref.position_bias, kept=kept, metrics=metrics)

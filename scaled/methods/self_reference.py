@@ -74,10 +74,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from polab.estimators.reward_shaping import order_swap_debias, preference_strength, semantic_perplexity
+from polab.estimators.reward_shaping import semantic_perplexity
 
 from ..rollout import PrefixSharedLogprobs, sample_rollouts
-from .preference import JUDGE_PRINCIPLE, JUDGE_VERDICTS, PAIR_LABELLERS, PairLabeller
+from .preference import JUDGE_PRINCIPLE, JUDGE_VERDICTS, PAIR_LABELLERS, PairLabeller, labels_from_verdict_perplexities
 
 __all__ = ["ANSWER_TEMPLATE", "CRITIQUE_TEMPLATE", "SelfReferenceLabels", "SelfReferenceOptions"]
 
@@ -234,33 +234,11 @@ class SelfReferenceLabels(PairLabeller):
         # row r: context c = r // nv = (pair * 2 + order) * k + answer; phrase r % nv -> pooled id (pair * 2 + order) * 2 + verdict
         para = torch.tensor([(r // nv // k) * 2 + verdict_of[r % nv] for r in range(lp.shape[0])], device=dev)
         ppl = semantic_perplexity(lp.double(), v_mask.double(), paraphrase_ids=para).view(K, 2, 2).cpu()
-        p_first = ppl[:, :, 1] / (ppl[:, :, 0] + ppl[:, :, 1])
-        pref = order_swap_debias(p_first[:, 0], p_first[:, 1], space=o.space)
-        strength = preference_strength(ppl[:, 0, 0], ppl[:, 0, 1], ppl_prefer_a_swapped=ppl[:, 1, 1], ppl_prefer_b_swapped=ppl[:, 1, 0])
-        kept = (pref.prob_a != 0.5) & (strength.abs() >= o.min_strength)
-        pair_t = torch.tensor(pairs, dtype=torch.long).view(K, 2)
-        a_wins = pref.prob_a > 0.5
-        winner = torch.where(a_wins, pair_t[:, 0], pair_t[:, 1])[kept]
-        loser = torch.where(a_wins, pair_t[:, 1], pair_t[:, 0])[kept]
-        p_win = torch.where(a_wins, pref.prob_a, 1.0 - pref.prob_a)[kept]
-        n = int(kept.sum())
-        r = rewards.double().cpu()
-        decided = r[pair_t[:, 0]] != r[pair_t[:, 1]]
-        agree = (r[pair_t[:, 0]] > r[pair_t[:, 1]]) == a_wins
+        out = labels_from_verdict_perplexities(ppl, pairs, rewards, space=o.space, min_strength=o.min_strength)
         self_reward = math.nan
         if items is not None and all(it is not None for it in items):
             self_reward = sum(trainer.reward_of(t, items[i]) for i, row in enumerate(answers) for t in row) / (len(items) * k)
-        metrics = {
-            "judge_pairs": float(n),
-            "judge_consistency": float(pref.consistent.double().mean()),
-            "judge_position_bias": float(pref.position_bias.mean()),
-            "judge_strength": float(strength.abs().mean()),
-            "judge_reward_agreement": float(agree[decided].double().mean()) if bool(decided.any()) else math.nan,
-            "judge_self_answer_reward": float(self_reward),
-        }
-        return dict(rows=torch.stack([winner, loser], 1).reshape(-1), groups=torch.arange(n).repeat_interleave(2),
-                    rewards=torch.stack([p_win, 1.0 - p_win], 1).reshape(-1).to(torch.float32), pairs=pair_t,
-                    self_answers=answers, critique_prompts=crit_prompts, contexts=contexts, critiques=critiques,
-                    verdict_logp=lp.detach().cpu(), verdict_mask=v_mask.cpu(), paraphrase_ids=para.cpu(), ppl=ppl,
-                    p_first_ab=p_first[:, 0], p_first_ba=p_first[:, 1], prob_a=pref.prob_a, strength=strength,
-                    consistent=pref.consistent, position_bias=pref.position_bias, kept=kept, metrics=metrics)
+        out["metrics"]["judge_self_answer_reward"] = float(self_reward)
+        out.update(self_answers=answers, critique_prompts=crit_prompts, contexts=contexts, critiques=critiques,
+                   verdict_logp=lp.detach().cpu(), verdict_mask=v_mask.cpu(), paraphrase_ids=para.cpu())
+        return out
