@@ -311,16 +311,28 @@ class PPOGAEAdvantage(CriticState, AdvantageEstimator):
 
     def after_update(self, trainer, rollout, result: AdvantageResult, schedule) -> dict:
         """Clipped value-loss steps (:func:`polab.estimators.gae.clipped_value_loss`) on the policy's epoch/mini-batch schedule."""
-        cfg, o = trainer.cfg, self.options
-        batch, resp_mask = rollout.batch, rollout.response_mask
-        values, returns = result.loss_inputs["values"], result.loss_inputs["returns"]
-        T = resp_mask.shape[1]
+        values, resp_mask = result.loss_inputs["values"], rollout.response_mask
+        loss_val, frac_num = self.critic_steps(trainer, rollout, result.loss_inputs["returns"], values, resp_mask, schedule)
+        vm = float((values * resp_mask).sum() / resp_mask.sum().clamp_min(1.0))
+        return {"value_loss": loss_val, "value_clip_fraction": frac_num / max(float(resp_mask.sum()), 1.0), "value_mean": vm}
+
+    def critic_steps(self, trainer, rollout, returns, values, value_mask, schedule, *, skip_empty: bool = False) -> tuple[float, float]:
+        """One clipped value-loss optimizer step per mini-batch of ``schedule`` on the tokens of ``value_mask``.
+
+        Micro-batches accumulate with the schedule's weights (so the update equals the full mini-batch's); with
+        ``skip_empty`` a mini-batch without value tokens takes no step (not even weight decay). Returns the
+        schedule-averaged value loss and the token-weighted clip-fraction numerator.
+        """
+        cfg, o, batch = trainer.cfg, self.options, rollout.batch
+        T = value_mask.shape[1]
         loss_val = frac_num = 0.0
         for mini in schedule.minibatches():
+            norm = schedule.normalisers(value_mask, mini)
+            if skip_empty and norm.tokens <= 0:
+                continue
             self.optimizer.zero_grad(set_to_none=True)
-            norm = schedule.normalisers(resp_mask, mini)
             for sl in schedule.microbatches(mini):
-                m = resp_mask[sl]
+                m = value_mask[sl]
                 vp = self.critic_model(batch.input_ids[sl], batch.attention_mask[sl], batch.prompt_length)[:, :T]
                 res = clipped_value_loss(vp, values[sl], returns[sl], m, clip_range=o.value_clip, aggregation=cfg.aggregation,
                                          max_length=cfg.max_new_tokens)
@@ -330,8 +342,7 @@ class PPOGAEAdvantage(CriticState, AdvantageEstimator):
                 frac_num += res.clip_fraction * float(m.sum()) / schedule.epochs
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
-        vm = float((values * resp_mask).sum() / resp_mask.sum().clamp_min(1.0))
-        return {"value_loss": loss_val, "value_clip_fraction": frac_num / max(float(resp_mask.sum()), 1.0), "value_mean": vm}
+        return loss_val, frac_num
 
 
 # -- PCPG ------------------------------------------------------------------------------------

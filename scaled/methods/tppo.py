@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from polab.estimators.gae import clipped_value_loss, extended_gae, kl_shaped_rewards, masked_whiten, truncated_ppo_token_masks
+from polab.estimators.gae import extended_gae, kl_shaped_rewards, masked_whiten, truncated_ppo_token_masks
 
 from ..rollout import token_logprobs
 from .advantages import ADVANTAGES, AdvantageResult, PPOGAEAdvantage
@@ -121,28 +121,10 @@ class TPPOAdvantage(PPOGAEAdvantage):
 
     def after_update(self, trainer, rollout, result: AdvantageResult, schedule) -> dict:
         """Clipped value-loss steps on the finished responses' tokens only (T-PPO's value filter), on the policy's schedule."""
-        cfg, o = trainer.cfg, self.options
-        batch = rollout.batch
         values, returns, vmask = (result.loss_inputs[k] for k in ("values", "returns", "value_mask"))
-        T = vmask.shape[1]
         loss_val = frac_num = 0.0
         if float(vmask.sum()) > 0:  # no finished response in this window: the critic does not step (not even weight decay)
-            for mini in schedule.minibatches():
-                norm = schedule.normalisers(vmask, mini)
-                if norm.tokens <= 0:
-                    continue
-                self.optimizer.zero_grad(set_to_none=True)
-                for sl in schedule.microbatches(mini):
-                    m = vmask[sl]
-                    vp = self.critic_model(batch.input_ids[sl], batch.attention_mask[sl], batch.prompt_length)[:, :T]
-                    res = clipped_value_loss(vp, values[sl], returns[sl], m, clip_range=o.value_clip, aggregation=cfg.aggregation,
-                                             max_length=cfg.max_new_tokens)
-                    w = norm.weight(m)
-                    (res.loss * (w * trainer.dist.world_size)).backward()
-                    loss_val += float(res.loss.detach()) * w / schedule.num_updates
-                    frac_num += res.clip_fraction * float(m.sum()) / schedule.epochs
-                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+            loss_val, frac_num = self.critic_steps(trainer, rollout, returns, values, vmask, schedule, skip_empty=True)
         rm = rollout.response_mask
         vm = float((values * rm).sum() / rm.sum().clamp_min(1.0))
         return {"value_loss": loss_val, "value_clip_fraction": frac_num / max(float(vmask.sum()), 1.0), "value_mean": vm}
