@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml Makefile
 # The main job: a short DUMP-GRPO run on the embedded SmolLM2-135M-Instruct (CPU, minutes).
 # Each run gets a fresh timestamped folder (polab refuses to write into a non-empty one), and
 # runs/main-latest points at the newest.
-MAIN_OUT ?= runs/main-$(shell date +%Y%m%d-%H%M%S)
+# Simply expanded (:=) so the run and the link use one timestamp; `make main MAIN_OUT=runs/x` overrides it.
+ifeq ($(origin MAIN_OUT), undefined)
+MAIN_OUT := runs/main-$(shell date +%Y%m%d-%H%M%S)
+endif
 main: setup
 	$(VENV)/bin/polab train grpo --preset cpu-demo --curriculum dump --out $(MAIN_OUT)
 	ln -sfn $(abspath $(MAIN_OUT)) runs/main-latest
