@@ -19,7 +19,13 @@ calls the verified core unchanged:
   :func:`~polab.estimators.gigpo.similarity_anchor_groups` (``grouping="similarity"``);
 - ``bad``: POAD's token-level GAE over the BAD backup (:func:`polab.estimators.action_decomposition.bad_gae`)
   with a token-level critic; for a policy whose action is one decision (the choice policy) each
-  action is one token and BAD-GAE is action-level GAE.
+  action is one token and BAD-GAE is action-level GAE; for the token policy (``--policy tokens``,
+  :mod:`polab.scaled.agents.token_policy`) the critic values every token state
+  :math:`V(o, w^{<j})` and each token gets its own advantage;
+- ``ppo-action``: action-level PPO, the baseline POAD is compared with: one critic value per
+  action (:math:`V(o)`, the token critic's first position), action-level GAE
+  (:func:`polab.estimators.gae.generalized_advantage_estimation`) and the action's advantage given
+  to every token of the action. On the choice policy it equals ``bad`` (one token per action).
 
 Sample filters (``before_advantage(trainer, batch) -> metrics`` may replace whole trajectories):
 
@@ -43,7 +49,7 @@ from polab.estimators.sample_filters import ARPOReplayBuffer
 
 from .registry import Method, Registry
 
-__all__ = ["AGENT_CREDIT", "AGENT_FILTERS", "AgentSampleFilter", "CreditAssigner", "CreditResult"]
+__all__ = ["AGENT_CREDIT", "AGENT_FILTERS", "AgentSampleFilter", "CreditAssigner", "CreditResult", "from_token_layout", "token_layout"]
 
 
 @dataclass
@@ -337,15 +343,18 @@ class BADCredit(CreditAssigner):
             errs.append(f"bad.gamma and bad.lambda_ must lie in [0, 1], got {o.gamma}, {o.lambda_}")
         if o.critic_lr <= 0 or o.value_epochs < 1:
             errs.append("bad.critic_lr must be > 0 and bad.value_epochs >= 1")
-        if getattr(config, "policy", "small") != "small":
-            errs.append("bad: the token-level critic of this version reads the choice policy's observation encoder; use --policy small "
-                        "(the LLM policy's token critic is not implemented)")
+        if getattr(config, "policy", "small") not in ("small", "tokens"):
+            errs.append(f"{cls.__name__}: the critic reads the small policies' encoders; use --policy small (one token per action) or "
+                        "--policy tokens (actions written word by word); the LLM policy's token critic is not implemented")
         return errs
 
     def setup(self, trainer) -> None:
         from ..agents.policies import ChoiceCritic
 
-        self.critic = ChoiceCritic(trainer.policy, seed=trainer.seed_for(0, "critic-init")).to(trainer.device)
+        seed = trainer.seed_for(0, "critic-init")
+        maker = getattr(trainer.policy, "make_token_critic", None)
+        self.token_level = maker is not None
+        self.critic = (maker(seed=seed) if self.token_level else ChoiceCritic(trainer.policy, seed=seed)).to(trainer.device)
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.options.critic_lr)
 
     def models(self) -> dict:
@@ -371,6 +380,8 @@ class BADCredit(CreditAssigner):
     def compute(self, trainer, batch) -> CreditResult:
         from polab.estimators.action_decomposition import bad_gae
 
+        if self.token_level:
+            return self._compute_tokens(batch)
         o = self.options
         steps = batch.steps
         with torch.no_grad():
@@ -387,9 +398,46 @@ class BADCredit(CreditAssigner):
         self._targets = (res.returns[flat], v)
         return CreditResult(advantages=res.advantages[flat], loss_inputs={"bad": res, "values": values})
 
+    def _compute_tokens(self, batch) -> CreditResult:
+        """Token policy: every episode's action tokens laid end to end, BAD-GAE over them, advantages back per step row."""
+        from polab.estimators.action_decomposition import bad_gae
+
+        o = self.options
+        with torch.no_grad():
+            v, tmask = self.critic(batch.steps)
+        v, tmask = v.double().cpu(), tmask.double().cpu()
+        rew, values, end, mask, where = token_layout(batch, v, tmask)
+        # episodes cut by the step limit are treated as ended (no bootstrap), as polab's control PPO does
+        res = bad_gae(rew, values, end, mask, gamma=o.gamma, lambda_=o.lambda_, whiten=o.whiten)
+        adv, ret = from_token_layout(res.advantages, where, tmask), from_token_layout(res.returns, where, tmask)
+        self._targets = (ret, v, tmask)
+        return CreditResult(advantages=adv[:, 0].clone(), token=adv, loss_inputs={"bad": res, "values": values})
+
+    def _after_update_tokens(self, batch) -> dict:
+        from polab.estimators.gae import clipped_value_loss
+
+        returns, old, m = self._targets
+        dev = next(self.critic.parameters()).device
+        R, V0, M = (x.to(dev, torch.float32) for x in (returns, old, m))
+        losses = []
+        for _ in range(self.options.value_epochs):
+            pred, _ = self.critic(batch.steps)
+            loss = clipped_value_loss(pred, V0, R, M, clip_range=self.options.value_clip).loss
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), 1.0)
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+        r, d = returns[m > 0], (returns - old)[m > 0]
+        var = float(r.var()) if r.numel() > 1 else 0.0
+        ev = 1.0 - float(d.var()) / var if var > 0 else float("nan")
+        return {"value_loss": float(sum(losses) / len(losses)), "value_mean": float(old[m > 0].mean()), "explained_variance": ev}
+
     def after_update(self, trainer, batch, result) -> dict:
         from polab.estimators.gae import clipped_value_loss
 
+        if self.token_level:
+            return self._after_update_tokens(batch)
         returns, old = self._targets
         steps = batch.steps
         dev = next(self.critic.parameters()).device
@@ -398,6 +446,113 @@ class BADCredit(CreditAssigner):
         losses = []
         for _ in range(self.options.value_epochs):
             pred = self.critic(steps)[:, None]
+            loss = clipped_value_loss(pred, V0, R, m, clip_range=self.options.value_clip).loss
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), 1.0)
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+        var = float(returns.var()) if returns.numel() > 1 else 0.0
+        ev = 1.0 - float((returns - old).var()) / var if var > 0 else float("nan")
+        return {"value_loss": float(sum(losses) / len(losses)), "value_mean": float(old.mean()), "explained_variance": ev}
+
+
+def token_layout(batch, values: torch.Tensor, token_mask: torch.Tensor):
+    """Each episode's action tokens end to end: ``(rewards, values, action_end, mask, where)`` of shape ``[episodes, L]``.
+
+    ``values`` and ``token_mask`` are ``[steps, T]`` (the critic's per-token values and the token
+    mask of the step rows, trajectory-major as :class:`~polab.scaled.agents.rollout.AgentBatch`
+    orders them). The step's reward sits on its action's last token; ``where[k]`` is ``(episode,
+    first column)`` of step row ``k``.
+    """
+    lens = token_mask.sum(1).long().tolist()
+    if min(lens) < 1:
+        raise ValueError("every step must have at least one action token (the token mask has an empty row).")
+    E = len(batch.episodes)
+    per_ep, k = [], 0
+    for e in batch.episodes:
+        per_ep.append(sum(lens[k:k + e.length]))
+        k += e.length
+    L = max(per_ep)
+    dt = values.dtype
+    rew, val, end, mask = (torch.zeros((E, L), dtype=dt) for _ in range(4))
+    where, k = [], 0
+    for i, e in enumerate(batch.episodes):
+        c = 0
+        for s in e.steps:
+            n = lens[k]
+            val[i, c:c + n] = values[k, :n]
+            mask[i, c:c + n] = 1.0
+            end[i, c + n - 1] = 1.0
+            rew[i, c + n - 1] = s.reward
+            where.append((i, c))
+            c += n
+            k += 1
+    return rew, val, end, mask, where
+
+
+def from_token_layout(x: torch.Tensor, where, token_mask: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`token_layout` for one ``[episodes, L]`` tensor: ``[steps, T]`` (0 outside the token mask)."""
+    out = torch.zeros(token_mask.shape, dtype=x.dtype)
+    for k, (i, c) in enumerate(where):
+        n = int(token_mask[k].sum())
+        out[k, :n] = x[i, c:c + n]
+    return out
+
+
+@dataclass
+class PPOActionOptions(BADOptions):
+    """Options of ``ppo-action`` (the same as ``bad``'s: discount, GAE lambda, critic training, whitening)."""
+
+
+@AGENT_CREDIT.register("ppo-action", aliases=("appo",))
+class PPOActionCredit(BADCredit):
+    """Action-level PPO: one critic value per action (``V(o)``), action-level GAE, the action's advantage on all its tokens.
+
+    The baseline of POAD's comparison (the authors' APPO: ADRL ``mappo/utils/language_buffer.py``
+    ``batch_process_appo``, morning9393/ADRL@1a56809cdf861b1cac761554f370d9941b818c42: GAE over
+    actions with one value per action). Departure: ADRL's APPO clips one ratio per action (the
+    action's summed token log-probability, ``mappo/trainers/llm_trainer_appo.py`` @262f9bb); here
+    the trainer's per-token PPO-clip loss receives the action's advantage on every token (the
+    "advantage spread over the action's tokens" form), so the two methods differ only in the advantages.
+    """
+
+    Options = PPOActionOptions
+
+    def compute(self, trainer, batch) -> CreditResult:
+        from polab.estimators.gae import generalized_advantage_estimation
+
+        o = self.options
+        with torch.no_grad():
+            if self.token_level:
+                vt, tmask = self.critic(batch.steps)
+                v = vt[:, 0].double().cpu()
+            else:
+                v = self.critic(batch.steps).double().cpu()
+        rew, mask = self._layout(batch)
+        values = torch.zeros_like(rew)
+        k = 0
+        for i, e in enumerate(batch.episodes):
+            values[i, :e.length] = v[k:k + e.length]
+            k += e.length
+        res = generalized_advantage_estimation(rew, values, mask, gamma=o.gamma, lambda_=o.lambda_, whiten=o.whiten)
+        flat = mask.bool()
+        self._targets = (res.returns[flat], v)
+        return CreditResult(advantages=res.advantages[flat], loss_inputs={"gae": res, "values": values})
+
+    def _value_predictions(self, steps) -> torch.Tensor:
+        return self.critic(steps)[0][:, 0] if self.token_level else self.critic(steps)
+
+    def after_update(self, trainer, batch, result) -> dict:
+        from polab.estimators.gae import clipped_value_loss
+
+        returns, old = self._targets
+        dev = next(self.critic.parameters()).device
+        R, V0 = returns.to(dev, torch.float32)[:, None], old.to(dev, torch.float32)[:, None]
+        m = torch.ones_like(R)
+        losses = []
+        for _ in range(self.options.value_epochs):
+            pred = self._value_predictions(batch.steps)[:, None]
             loss = clipped_value_loss(pred, V0, R, m, clip_range=self.options.value_clip).loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -64,8 +64,14 @@ def _build_poact(cfg, device):
     return build_poact(cfg, device)
 
 
+def _build_tokens(cfg, device):
+    from ..agents.token_policy import build_token_policy
+
+    return build_token_policy(cfg, device)
+
+
 #: policies beyond small/llm: name -> builder(config, device) returning a choice-style policy (act/log_probs, a ``vocab``)
-POLICY_BUILDERS: dict = {"poact": _build_poact}
+POLICY_BUILDERS: dict = {"poact": _build_poact, "tokens": _build_tokens}
 
 
 @dataclass
@@ -76,7 +82,7 @@ class AgentConfig(TrainerConfig):
                                                           "(e.g. sokoban:size=6,boxes=1, textworld:level=1)"})
     method: str = field(default="gigpo", metadata={"help": f"credit assignment: {', '.join(AGENT_CREDIT.names())}, or a user's (--plugins)"})
     sample_filter: str = field(default="none", metadata={"help": f"trajectory filter/replay: {', '.join(AGENT_FILTERS.names())}"})
-    policy: str = field(default="small", metadata={"help": "small (choice policy trained from scratch), llm (a causal LM replying in text), or a registered builder (POLICY_BUILDERS: poact = mode head + mode-restricted action choice)",
+    policy: str = field(default="small", metadata={"help": "small (choice policy trained from scratch), llm (a causal LM replying in text), or a registered builder (POLICY_BUILDERS: poact = mode head + mode-restricted action choice; tokens = writes each action word by word, with a token-level critic for bad)",
                                                    "choices": ("small", "llm", *POLICY_BUILDERS)})
     # tasks and rollout
     tasks_per_step: int = field(default=8, metadata={"help": "tasks (episode groups) per step"})
@@ -99,6 +105,10 @@ class AgentConfig(TrainerConfig):
     tokenizer: str = field(default="char", metadata={"help": "small policy: characters or words", "choices": ("char", "word")})
     max_vocab: int = field(default=512, metadata={"help": "small policy: vocabulary size"})
     max_len: int = field(default=256, metadata={"help": "small policy: observation tokens kept (the last)"})
+    action_tokens: int = field(default=8, metadata={"help": "tokens policy: tokens per generated action at most (<eos> included)"})
+    action_constraint: str = field(default="admissible", metadata={"help": "tokens policy: prefix-constrained decoding over the admissible "
+                                                                           "actions, or none (free words; invalid replies are invalid actions)",
+                                                                   "choices": ("admissible", "none")})
     view: str = field(default="observation", metadata={"help": "small policy reads the observation or the anchor (canonical state text)",
                                                        "choices": ("observation", "anchor")})
     # llm policy
@@ -140,6 +150,10 @@ class AgentConfig(TrainerConfig):
             errs.append(f"encoder must be 'transformer' or 'gru', got {self.encoder!r}")
         if self.tokenizer not in ("char", "word"):
             errs.append(f"tokenizer must be 'char' or 'word', got {self.tokenizer!r}")
+        if not isinstance(self.action_tokens, int) or isinstance(self.action_tokens, bool) or self.action_tokens < 2:
+            errs.append(f"action_tokens must be an integer >= 2 (a word and <eos>), got {self.action_tokens!r}")
+        if self.action_constraint not in ("admissible", "none"):
+            errs.append(f"action_constraint must be 'admissible' or 'none', got {self.action_constraint!r}")
         if self.view not in ("observation", "anchor"):
             errs.append(f"view must be 'observation' or 'anchor', got {self.view!r}")
         if self.aggregation not in AGGREGATIONS:
