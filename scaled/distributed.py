@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "all_gather_objects", "all_reduce_sum", "available_cores", "barrier", "decode_threads",
+__all__ = ["DistInfo", "init_distributed", "all_gather_objects", "all_reduce_sum", "available_cores", "barrier", "decode_threads", "decoder_layers",
            "fsdp_shard", "machine_oversubscribed", "shutdown"]
 
 
@@ -82,13 +82,26 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     return t.cpu().tolist()
 
 
-def fsdp_shard(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    """Shard a Hugging Face causal LM with FSDP2 (``torch.distributed.fsdp.fully_shard``) over all ranks, in place.
+def decoder_layers(model: torch.nn.Module):
+    """The decoder layers of a Hugging Face causal LM (``model.model.layers``) or of a module wrapping one as
+    ``.lm`` (:class:`polab.scaled.models.ValueModel`); None when there are none."""
+    for holder in (model, getattr(model, "lm", None)):
+        layers = getattr(getattr(holder, "model", None), "layers", None)
+        if layers is not None:
+            return layers
+    return None
 
-    Each decoder layer (``model.model.layers[i]``) is its own unit (its parameters are gathered for its
-    forward and backward only); the root unit holds the rest (embeddings, final norm, and the tied
-    vocabulary projection, which must stay with the embedding it shares). Gradients are reduce-scattered
-    and averaged over ranks, as DDP averages them. Parameters become DTensors sharded on dimension 0.
+
+def fsdp_shard(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """Shard a Hugging Face causal LM (or a module wrapping one as ``.lm``, as the critic does) with FSDP2
+    (``torch.distributed.fsdp.fully_shard``) over all ranks, in place.
+
+    Each decoder layer (:func:`decoder_layers`) is its own unit (its parameters are gathered for its
+    forward and backward only); the root unit holds the rest (embeddings, final norm, the tied
+    vocabulary projection, which must stay with the embedding it shares, and a critic's value head).
+    Gradients are reduce-scattered and averaged over ranks, as DDP averages them. Parameters become
+    DTensors sharded on dimension 0. Frozen modules (the reference model) are sharded the same way and
+    only all-gather their weights in the forward.
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -96,7 +109,7 @@ def fsdp_shard(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     if not info.enabled:
         raise ValueError("FSDP needs a process group: launch with torchrun (--nproc_per_node >= 2), or use --parallel ddp.")
     mesh = init_device_mesh(info.device.type, (info.world_size,))
-    layers = getattr(getattr(model, "model", None), "layers", None)
+    layers = decoder_layers(model)
     for layer in layers if layers is not None else []:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)

@@ -279,7 +279,8 @@ class PPOGAEAdvantage(CriticState, AdvantageEstimator):
 
         self.critic = ValueModel(trainer.policy).to(trainer.device)
         # the copied output projection takes no part in the value (unless tied to the embedding)
-        self.critic_model = trainer.wrap_ddp(self.critic, find_unused_parameters=True)
+        # (under --parallel fsdp the trainer shards the critic at its first step instead)
+        self.critic_model = self.critic if getattr(trainer, "fsdp", False) else trainer.wrap_ddp(self.critic, find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.options.value_lr, weight_decay=trainer.cfg.weight_decay)
 
     def loss_kl_coef(self, kl_coef: float) -> float:

@@ -23,7 +23,8 @@ One step is a pipeline (:meth:`GRPOTrainer.train_step`):
 6. **curriculum**: per-response advantages and their sources are gathered from
    all ranks and fed to ``scheduler.update`` so that every rank holds the same state.
 
-Under ``torchrun`` the model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU).
+Under ``torchrun`` the model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU), or, with
+``--parallel fsdp``, the policy, the reference model and the critic are sharded with FSDP2.
 
 Randomness: each step's random streams (curriculum draw, problem draw, and
 the token sampler's generator; torch's global RNG when ``rollout_engine="hf"``,
@@ -106,7 +107,8 @@ class GRPOConfig(TrainerConfig):
                                                                  "foreach (batched over parameters) or fused (one kernel; CPU and CUDA); "
                                                                  "same maths, different rounding", "choices": ("default", "foreach", "fused")})
     parallel: str = field(default="ddp", metadata={"help": "under torchrun: ddp (replicated policy, all-reduced gradients) or fsdp (FSDP2 "
-                                                           "fully_shard of the policy's layers; sharded checkpoints through torch.distributed.checkpoint)",
+                                                           "fully_shard of the layers of the policy, the reference and the critic; sharded checkpoints through "
+                                                           "torch.distributed.checkpoint)",
                                                    "choices": ("ddp", "fsdp")})
     decode_threads: int = field(default=-1, metadata={"help": "CPU threads of the token-by-token rollout: -1 auto (one thread while the load "
                                                               "average exceeds this process's cores, see polab.scaled.distributed.decode_threads), "
@@ -412,30 +414,55 @@ class GRPOTrainer(Trainer):
 
     # -- FSDP ------------------------------------------------------------------------------------------
     def _ensure_sharded(self) -> None:
-        """Shard the policy (FSDP2) and rebuild the optimizer over its shards; load a resumed run's sharded optimizer state."""
+        """Shard the policy, the reference and the critic (FSDP2); rebuild the optimizers over the shards; load a
+        resumed run's sharded model and optimizer states."""
         if not self.fsdp or self._sharded:
             return
         self._full_copy = _frozen_copy(self.policy)  # unsharded float32: rollouts and the Hugging Face export
         D.fsdp_shard(self.policy, self.dist)
         self.optimizer = self._make_optimizer()
+        if self.ref is not None:  # frozen: its layers are all-gathered for the forward only
+            D.fsdp_shard(self.ref, self.dist)
+        critic = self.critic
+        if critic is not None:
+            D.fsdp_shard(critic, self.dist)
+            import inspect
+
+            opt = self.advantage.optimizer  # the same optimizer class and hyperparameters, over the shards
+            accepted = inspect.signature(type(opt)).parameters
+            self.advantage.optimizer = type(opt)(critic.parameters(), **{k: v for k, v in opt.defaults.items() if k in accepted})
         self._sharded = True
         if self._pending_dcp is not None:
             import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+            from torch.distributed.checkpoint.state_dict import set_state_dict
 
-            msd, osd = get_state_dict(self.policy, self.optimizer)
-            sd = {"model": msd, "optim": osd}
+            sd = self._sharded_state()
             dcp.load(sd, checkpoint_id=str(self._pending_dcp))
             set_state_dict(self.policy, self.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+            if critic is not None:
+                set_state_dict(critic, self.advantage.optimizer, model_state_dict=sd["critic"], optim_state_dict=sd["critic_optim"])
             self._pending_dcp = None
+
+    def _sharded_state(self) -> dict:
+        """This rank's shards of the trained modules and their optimizers (torch.distributed.checkpoint's layout)."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        msd, osd = get_state_dict(self.policy, self.optimizer)
+        sd = {"model": msd, "optim": osd}
+        if self.critic is not None:
+            sd["critic"], sd["critic_optim"] = get_state_dict(self.critic, self.advantage.optimizer)
+        return sd
 
     def _dcp_dir(self, step: int) -> Path:
         return self.out / "checkpoints" / "sharded" / f"step_{step:08d}"
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        if self.fsdp:  # the optimizer (and the sharded model) live in the torch.distributed.checkpoint folder
-            state["optimizer"] = {"dcp": str(self._dcp_dir(self.step).relative_to(self.out))}
+        if self.fsdp:  # the optimizers (and the sharded models) live in the torch.distributed.checkpoint folder
+            ref = {"dcp": str(self._dcp_dir(self.step).relative_to(self.out))}
+            state["optimizer"] = ref
+            if self.critic is not None:
+                state["methods"]["advantage"] = dict(state["methods"]["advantage"], critic_optimizer=ref)
         return state
 
     def load_state(self, state: dict) -> None:
@@ -447,6 +474,9 @@ class GRPOTrainer(Trainer):
             if not self._pending_dcp.is_dir():
                 raise FileNotFoundError(f"resume: the sharded checkpoint {self._pending_dcp} is missing.")
             state = dict(state, optimizer=self.optimizer.state_dict())
+            adv_state = state.get("methods", {}).get("advantage")
+            if self.critic is not None and isinstance(adv_state, dict) and "critic_optimizer" in adv_state:  # loaded with the shards
+                state["methods"] = dict(state["methods"], advantage=dict(adv_state, critic_optimizer=self.advantage.optimizer.state_dict()))
         elif isinstance(state.get("optimizer"), dict) and "dcp" in state["optimizer"]:
             raise ValueError("resume: this checkpoint was written with --parallel fsdp; resume with --parallel fsdp.")
         super().load_state(state)
@@ -457,18 +487,22 @@ class GRPOTrainer(Trainer):
         if not self.fsdp:
             return super().save()
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         self._ensure_sharded()
-        msd, osd = get_state_dict(self.policy, self.optimizer)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(self._dcp_dir(self.step)))
-        full = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        dcp.save(self._sharded_state(), checkpoint_id=str(self._dcp_dir(self.step)))
+        gather = StateDictOptions(full_state_dict=True, cpu_offload=True)  # rank 0 receives the full tensors
+        full = get_model_state_dict(self.policy, options=gather)
+        models = self.checkpoint_models()
+        if self.critic is not None:  # the gathered critic, as <name>.safetensors like an unsharded run's
+            name = next(k for k, m in models.items() if m is self.critic)
+            models[name] = _FullStateDict(get_model_state_dict(self.critic, options=gather))
         state = self.state_dict()
         if self.dist.is_main:
             with torch.no_grad():
                 for k, v in self._full_copy.state_dict().items():
                     v.copy_(full[k])
-            save_checkpoint(self.out, self.step, state=state, models=self.checkpoint_models(),
+            save_checkpoint(self.out, self.step, state=state, models=models,
                             pretrained={"policy": (self._full_copy, self.tokenizer)}, keep=self.cfg.keep_checkpoints)
             import shutil
 
@@ -677,6 +711,20 @@ class GRPOTrainer(Trainer):
         metrics.update(clip_fraction_low=float(s[4] / tok), clip_fraction_high=float(s[5] / tok), dual_clip_fraction=float(s[6] / tok),
                        ppo_kl=float(s[7] / tok), ratio_mean=float(s[8] / tok), num_updates=float(upd["num_updates"]))
         return metrics
+
+
+class _FullStateDict(torch.nn.Module):
+    """A module standing for a gathered state dict (an FSDP-sharded critic's full weights) when a checkpoint saves it."""
+
+    def __init__(self, tensors: dict):
+        super().__init__()
+        # own storage per tensor (gathered tensors may be views of a larger buffer, which safetensors refuses);
+        # a tensor listed under two names (tied weights) stays one tensor, so the file stores it once
+        copies: dict[int, torch.Tensor] = {}
+        self._tensors = {k: copies.setdefault(id(v), v.detach().clone()) for k, v in tensors.items()}
+
+    def state_dict(self, *args, **kwargs):
+        return dict(self._tensors)
 
 
 def _frozen_copy(model):
