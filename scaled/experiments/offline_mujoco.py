@@ -60,7 +60,7 @@ from ..run_folder import check_config_values, check_device, prepare_run_folder
 
 __all__ = ["OfflineMujocoConfig", "PRESETS", "METHOD_OPTIONS", "main", "pooled_summary", "run"]
 
-METHODS = ("td3bc", "prdc", "a2pr")
+METHODS = ("td3bc", "prdc", "a2pr", "td3bc-pgd")  # td3bc-pgd: polab.scaled.methods.offline_pgd (opt-in: --algorithms)
 
 #: the authors' per-task settings (PRDC README, A2PR README; see polab.estimators.offline for the commits)
 METHOD_OPTIONS = {
@@ -77,7 +77,7 @@ class OfflineMujocoConfig:
     datasets: tuple[str, ...] = field(default=("invertedpendulum-medium", "invertedpendulum-medium-replay",
                                                 "hopper-medium", "hopper-medium-replay"),
                                        metadata={"help": "TASK-QUALITY datasets (made if missing)"})
-    algorithms: tuple[str, ...] = field(default=METHODS, metadata={"help": "offline methods", "choices": METHODS})
+    algorithms: tuple[str, ...] = field(default=METHODS[:3], metadata={"help": "offline methods", "choices": METHODS})
     seeds: int = field(default=3, metadata={"help": "seeds per dataset and method"})
     seed: int = field(default=0, metadata={"help": "first seed"})
     grad_steps: int = field(default=2000, metadata={"help": "gradient steps per run"})
@@ -87,6 +87,13 @@ class OfflineMujocoConfig:
     a2pr_vae_hidden: int = field(default=64, metadata={"help": "A2PR VAE hidden width (authors 750; 64 keeps the CPU preset affordable)"})
     eval_episodes: int = field(default=5, metadata={"help": "episodes of the intermediate evaluations"})
     final_episodes: int = field(default=10, metadata={"help": "episodes of the final evaluation (the reported score)"})
+    pgd_synth_fraction: float = field(default=240 / 256, metadata={
+        "help": "td3bc-pgd: synthetic fraction of each minibatch (authors: 240 of 256)"})
+    pgd_refresh_every: int = field(default=500, metadata={
+        "help": "td3bc-pgd: regenerate the synthetic data with the current actor every this many gradient steps "
+                "(authors: 10,000 of 1M; cpu preset 500 of 2,000)"})
+    pgd_guidance_coeff: float = field(default=0.1, metadata={"help": "td3bc-pgd: policy guidance coefficient"})
+    pgd_denoiser_steps: int = field(default=5000, metadata={"help": "td3bc-pgd: denoiser training steps"})
     workers: int = field(default=1, metadata={"help": "parallel training processes"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     out: str = field(default="runs/offline_mujoco", metadata={"help": "run folder"})
@@ -100,7 +107,7 @@ PRESETS = {
               "hidden": 64, "a2pr_vae_hidden": 64, "eval_episodes": 2, "final_episodes": 2},
     "paper": {"datasets": [f"{t}-{q}" for t in ("hopper", "halfcheetah", "walker2d") for q in ("medium", "medium-replay", "expert")],
               "seeds": 5, "grad_steps": 1_000_000, "grad_steps_per_step": 5000, "eval_episodes": 10, "final_episodes": 10,
-              "hidden": 256, "a2pr_vae_hidden": 750, "device": "auto"},
+              "hidden": 256, "a2pr_vae_hidden": 750, "device": "auto", "pgd_refresh_every": 10_000, "pgd_denoiser_steps": 100_000},
 }
 
 
@@ -163,6 +170,10 @@ def run(cfg: OfflineMujocoConfig) -> Path:
     bad = [m for m in cfg.algorithms if m not in METHODS]
     if bad:
         raise ValueError(f"--algorithms: unknown {bad}; choose from {METHODS}.")
+    if "td3bc-pgd" in cfg.algorithms and (not isinstance(cfg.pgd_refresh_every, int) or cfg.pgd_refresh_every < 1
+                                          or cfg.pgd_refresh_every % cfg.grad_steps_per_step):
+        raise ValueError(f"--pgd-refresh-every ({cfg.pgd_refresh_every}) must be a positive multiple of --grad-steps-per-step "
+                         f"({cfg.grad_steps_per_step}).")
     if cfg.grad_steps % cfg.grad_steps_per_step:
         raise ValueError(f"--grad-steps ({cfg.grad_steps}) must be a multiple of --grad-steps-per-step ({cfg.grad_steps_per_step}).")
     import minari
@@ -184,6 +195,10 @@ def run(cfg: OfflineMujocoConfig) -> Path:
             opts = METHOD_OPTIONS.get(task, {}).get(m, {})
             if m == "a2pr":
                 opts = {**opts, "vae_hidden": cfg.a2pr_vae_hidden}
+            if m == "td3bc-pgd":
+                opts = {**METHOD_OPTIONS.get(task, {}).get("td3bc", {}), "synth_fraction": cfg.pgd_synth_fraction,
+                        "refresh_every": cfg.pgd_refresh_every, "guidance_coeff": cfg.pgd_guidance_coeff,
+                        "denoiser_steps": cfg.pgd_denoiser_steps}
             steps = cfg.grad_steps // cfg.grad_steps_per_step
             jobs.append({"dataset": d, "method": m, "seed": s, "final_episodes": cfg.final_episodes, "config": {
                 "dataset": d, "method": m, "methods": {m: opts} if opts else {}, "seed": s, "steps": steps,

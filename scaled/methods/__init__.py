@@ -29,6 +29,7 @@ from .agent_credit import AGENT_CREDIT, AGENT_FILTERS, AgentSampleFilter, Credit
 
 __all__ += ["AGENT_CREDIT", "AGENT_FILTERS", "AgentSampleFilter", "CreditAssigner", "CreditResult"]
 from .offline_losses import OFFLINE_LOSSES, OfflineLoss  # noqa: E402  (offline trainer: td3bc, prdc, a2pr)
+from . import offline_pgd  # noqa: E402,F401  (registers td3bc-pgd: TD3+BC on policy-guided synthetic data)
 
 __all__ += ["OFFLINE_LOSSES", "OfflineLoss"]
 from .agent_rewards import AGENT_REWARDS, AgentRewardShaper, ShapedRewards  # noqa: E402  (agent trainer: epo-process, debate)

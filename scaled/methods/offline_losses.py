@@ -8,6 +8,8 @@ All share TD3's critic step (the trainer's); a method supplies
   and VAE updates); returns metrics;
 - ``actor_loss(trainer, batch, pi, q_pi) -> OfflineActorLoss``: on the delayed actor steps, calling the core
   (:mod:`polab.estimators.offline`) unchanged.
+- ``sample_batch(trainer, generator) -> dict``: every gradient step, the minibatch (default: uniform over the
+  dataset; ``td3bc-pgd`` in :mod:`polab.scaled.methods.offline_pgd` mixes in synthetic transitions).
 
 A new method is a class registered here (``@OFFLINE_LOSSES.register("name")``) or in a plugin module, never a
 branch in the trainer's step.
@@ -48,6 +50,14 @@ class OfflineLoss(Method):
 
     def before_actor(self, trainer, batch: dict, critic_out: dict) -> dict:
         return {}
+
+    def sample_batch(self, trainer, generator: torch.Generator) -> dict:
+        """One minibatch (``batch_size`` rows of ``trainer.data``'s keys): uniform over the dataset by default; a method
+        that is also a data source (``td3bc-pgd``: synthetic plus real transitions) overrides it."""
+        data = trainer.data
+        idx = torch.randint(data["actions"].shape[0], (trainer.cfg.batch_size,), generator=generator,
+                            device=data["actions"].device)
+        return {k: v[idx] for k, v in data.items()}
 
     def actor_loss(self, trainer, batch: dict, pi: torch.Tensor, q_pi: torch.Tensor):
         raise NotImplementedError

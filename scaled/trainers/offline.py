@@ -196,12 +196,11 @@ class OfflineTrainer(Trainer):
 
     # -- one step -----------------------------------------------------------------------------------------
     def train_step(self) -> StepResult:
-        cfg, L, data = self.cfg, self.learner, self.data
+        cfg, L = self.cfg, self.learner
         step = self.step
         self.batch_generator.manual_seed(self.seed_for(step, "batch"))
         L.generator.manual_seed(self.seed_for(step, "target-noise"))
         self.method.begin_step(self, step)
-        n = data["actions"].shape[0]
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
 
@@ -214,8 +213,7 @@ class OfflineTrainer(Trainer):
         t0 = time.perf_counter()
         for i in range(cfg.grad_steps_per_step):
             g = step * cfg.grad_steps_per_step + i + 1  # global gradient-step count
-            idx = torch.randint(n, (cfg.batch_size,), generator=self.batch_generator, device=data["actions"].device)
-            batch = {k: v[idx] for k, v in data.items()}
+            batch = self.method.sample_batch(self, self.batch_generator)  # uniform over the data unless the method is a data source
             c = L.critic_step(batch)
             add({"critic_loss": c["critic_loss"], "q_data": c["q_data"]})
             add(self.method.before_actor(self, batch, c))
