@@ -37,5 +37,6 @@ bench: setup
 	OMP_NUM_THREADS=1 $(VPY) benchmarks/smoothing_certificates.py
 	OMP_NUM_THREADS=1 $(VPY) benchmarks/tppo_wallclock.py
 	$(VPY) benchmarks/text_env_steps.py
+	OMP_NUM_THREADS=1 $(VPY) benchmarks/agent_rollout_vs_generate.py
 	if [ -x .venv-peers/bin/python ]; then $(VPY) benchmarks/offline_td3bc_vs_d3rlpy.py; \
 	else echo "offline_td3bc_vs_d3rlpy: skipped (the peers' venv .venv-peers is absent)"; fi
