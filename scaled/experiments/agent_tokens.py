@@ -76,13 +76,13 @@ class AgentTokensConfig:
     methods: tuple[str, ...] = field(default=("bad", "ppo-action"), metadata={"help": "credit methods; the first is compared with the others"})
     seeds: int = field(default=5, metadata={"help": "seeds per method"})
     seed: int = field(default=0, metadata={"help": "first seed"})
-    steps: int = field(default=20, metadata={"help": "training steps per run"})
+    steps: int = field(default=40, metadata={"help": "training steps per run"})
     train_tasks: int = field(default=8, metadata={"help": "training levels (seeds 0..N-1)"})
     held_out_episodes: int = field(default=64, metadata={"help": "after training, also this many held-out levels (0: none)"})
     tasks_per_step: int = field(default=8, metadata={"help": "tasks per step"})
     group_size: int = field(default=8, metadata={"help": "episodes per task"})
     max_turns: int = field(default=6, metadata={"help": "turn limit of an episode"})
-    eval_every: int = field(default=4, metadata={"help": "evaluation every this many steps"})
+    eval_every: int = field(default=5, metadata={"help": "evaluation every this many steps"})
     eval_episodes: int = field(default=64, metadata={"help": "episodes per evaluation (the training pool cycled)"})
     lr: float = field(default=1e-3, metadata={"help": "policy learning rate"})
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
@@ -149,22 +149,26 @@ def trainer_config(cfg: AgentTokensConfig, method: str, seed: int, out: Path):
                        mini_batches=cfg.mini_batches, d_model=cfg.d_model, layers=cfg.layers, tokenizer=cfg.tokenizer, view=cfg.view,
                        action_tokens=cfg.action_tokens, action_constraint=cfg.action_constraint, device=cfg.device, out=str(out),
                        progress=False, tensorboard=False, checkpoint_every=cfg.steps, keep_checkpoints=1,
-                       torch_threads=1 if cfg.device == "cpu" else 0, methods={method: opts})
+                       torch_threads=1 if cfg.device == "cpu" else 0, methods={method: opts}, overwrite=cfg.overwrite)
 
 
 def statistics(rows: list[dict], methods) -> dict:
     """Per method: final and mean-over-evaluation success and return per seed; paired tests of the first method vs the others."""
     ev = [r for r in rows if r.get("kind") == "eval"]
     seeds = sorted({int(r["seed"]) for r in ev})
+    # the common environment-step budget: the smallest total over all runs; each run's last evaluation at or below it
+    budget = float(min(max(r["env_steps"] for r in ev if r["method"] == m and int(r["seed"]) == s) for m in methods for s in seeds
+                       if any(r["method"] == m and int(r["seed"]) == s for r in ev)))
     per = {}
     for m in methods:
-        d = {f"{k}_{w}": [] for k in METRICS for w in ("final", "mean_over_evals")}
+        d = {f"{k}_{w}": [] for k in METRICS for w in ("final", "at_budget", "mean_over_evals")}
         for s in seeds:
             rs = sorted((r for r in ev if r["method"] == m and int(r["seed"]) == s), key=lambda r: r["step"])
             if not rs:
                 continue
             for k in METRICS:
                 d[f"{k}_final"].append(rs[-1][k])
+                d[f"{k}_at_budget"].append([r for r in rs if r["env_steps"] <= budget][-1][k])
                 d[f"{k}_mean_over_evals"].append(float(np.mean([r[k] for r in rs])))
         per[m] = d
     summary = {m: {k: {"mean": mean_ci(v)[0], "ci95_half_width": mean_ci(v)[1], "per_seed": v} for k, v in d.items()} for m, d in per.items()}
@@ -175,7 +179,7 @@ def statistics(rows: list[dict], methods) -> dict:
                 for m, d in held.items()}
     held_tests = {f"{methods[0]} - {o}": {k: paired_tests(held[methods[0]][k], held[o][k]) for k in METRICS if held[o][k]}
                   for o in methods[1:]}
-    return {"seeds": seeds, "summary": summary, "tests": tests, "held_out": held_sum, "held_out_tests": held_tests}
+    return {"seeds": seeds, "env_step_budget": budget, "summary": summary, "tests": tests, "held_out": held_sum, "held_out_tests": held_tests}
 
 
 def plot(out: Path, rows: list[dict], cfg: AgentTokensConfig) -> Path:
@@ -188,7 +192,7 @@ def plot(out: Path, rows: list[dict], cfg: AgentTokensConfig) -> Path:
     ev = [r for r in rows if r.get("kind") == "eval"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = {"bad": "bad (POAD: token-level critic, BAD backup)", "ppo-action": "ppo-action (one value per action)"}
-    for ax, k, name in zip(axes, METRICS, ("optimal-deal rate (success)", "return (deal's share of own value)")):
+    for ax, k, name in zip(axes, METRICS, ("success (optimal deal)", "return (deal's share of own value)")):
         for c, m in enumerate(cfg.methods):
             steps = sorted({r["step"] for r in ev if r["method"] == m})
             xs, ms, hs = [], [], []
@@ -205,12 +209,13 @@ def plot(out: Path, rows: list[dict], cfg: AgentTokensConfig) -> Path:
         if rnd:
             ax.axhline(rnd[0], color="gray", ls="--", lw=1, label="uniform random admissible actions (same levels)")
         ax.set_xlabel("environment steps (mean over seeds at each evaluation)")
-        ax.set_ylabel(f"{name}, {cfg.eval_episodes} episodes on the {cfg.train_tasks} training levels", fontsize=8)
+        ax.set_ylabel(name)
+        ax.set_title(f"{cfg.eval_episodes} sampled episodes on the {cfg.train_tasks} training levels", fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     n = len({r["seed"] for r in ev})
-    fig.suptitle(f"{cfg.env}: token policy ({cfg.layers}-layer encoder, d={cfg.d_model}, GRU decoder), {n} seeds, mean and 95% t band",
+    fig.suptitle(f"{cfg.env}: actions written word by word, token policy ({cfg.layers}-layer encoder, d={cfg.d_model}, GRU decoder), {n} seeds, mean and 95% t band",
                  fontsize=9)
     fig.tight_layout()
     p = out / "figures" / "agent_tokens.png"
