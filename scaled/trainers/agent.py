@@ -27,7 +27,9 @@ One step is a pipeline (:meth:`AgentTrainer.train_step`):
 Policies (``--policy``): ``small``, a 2-4 layer Transformer (or GRU) over the observation's
 characters or words that scores the admissible actions (:class:`polab.scaled.agents.policies.ChoicePolicy`,
 trains in minutes on a CPU); ``llm``, a causal LM (SmolLM2 by default) that replies in text,
-its action parsed with the environment's ``parse_action`` (:class:`polab.scaled.agents.policies.LLMPolicy`).
+its action parsed with the environment's ``parse_action`` (:class:`polab.scaled.agents.policies.LLMPolicy`);
+``tokens``, the small encoder plus a GRU decoder that writes each action word by word with a token-level critic for
+``--method bad`` (:class:`polab.scaled.agents.token_policy.TokenActionPolicy`; ``--action-tokens``, ``--action-constraint``).
 
 Randomness: task draws, the policy's sampling and ARPO's draws come from per-step seeds
 ``(seed, step, rank, stream)``; a resumed run continues exactly. Environment steps are counted
