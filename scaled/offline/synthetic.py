@@ -54,6 +54,7 @@ Karras, Aittala, Aila, Laine, "Elucidating the Design Space of Diffusion-Based G
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -244,9 +245,7 @@ def train_denoiser(windows: torch.Tensor, *, steps: int, batch_size: int = 256, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = EDMDenoiser(x.shape[1], hidden, layers, sigma_data).to(x.device)
-    ema = EDMDenoiser(x.shape[1], hidden, layers, sigma_data).to(x.device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
+    ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator(device=x.device).manual_seed(int(seed) + 1)
     losses = []
