@@ -12,15 +12,22 @@
 - ``polab models``: the model names polab understands.
 
 Multi-process: ``torchrun --nproc_per_node N -m polab.scaled.cli train grpo ...``.
+
+OpenMP: ``OMP_WAIT_POLICY=PASSIVE`` is set before torch is imported unless the environment sets it
+(:mod:`polab.scaled.omp_env`; ``OMP_WAIT_POLICY=`` keeps the OpenMP runtime's default).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
-import pkgutil
-import sys
+from .omp_env import apply_omp_wait_policy
+
+apply_omp_wait_policy()  # before anything imports torch: the OpenMP runtime reads it once, when loaded
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import pkgutil  # noqa: E402
+import sys  # noqa: E402
 
 __all__ = ["main"]
 
