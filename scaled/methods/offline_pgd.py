@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .offline_losses import OFFLINE_LOSSES, TD3BCLoss, _alpha_ok
@@ -60,7 +61,8 @@ class TD3BCPGD(TD3BCLoss):
         denoiser_hidden: int = field(default=256, metadata={"help": "denoiser MLP width"})
         denoiser_lr: float = field(default=1e-3, metadata={"help": "denoiser Adam learning rate (authors 2e-3, cosine)"})
 
-    metrics = ("lambda", "bc_loss", "synth_transitions", "synth_policy_gap", "denoiser_loss", "synth_refreshes", "pgd_time_s")
+    metrics = ("lambda", "bc_loss", "synth_transitions", "synth_policy_gap", "synth_dynamics_error", "denoiser_loss",
+               "synth_refreshes", "pgd_time_s")
 
     @classmethod
     def validate(cls, options, config) -> list[str]:
@@ -105,6 +107,7 @@ class TD3BCPGD(TD3BCLoss):
         self.denoiser.to(trainer.device)
         self.denoiser_loss = float(sum(losses[-100:]) / len(losses[-100:]))
         self.real_windows = int(x.shape[0])
+        self.real_step = float(np.linalg.norm(ds.next_observations - ds.observations, axis=1).mean())
         self.refreshes = 0
         self.generator = torch.Generator(device=trainer.device)
         self.pgd_time = 0.0
@@ -133,6 +136,7 @@ class TD3BCPGD(TD3BCLoss):
         tr = S.windows_to_transitions(w, self.layout, max_action=self.max_action)
         with torch.no_grad():
             self.policy_gap = float((tr["actions"] - policy(tr["states"]).to(tr["actions"])).abs().mean())
+        self.dynamics_error = self._dynamics_error(trainer.dataset.env_id, tr)
         f = norm if norm is not None else (lambda z: z)
         dev = trainer.device
         self.synth = {"states": f(tr["states"].to(dev, torch.float32)), "actions": tr["actions"].to(dev, torch.float32),
@@ -140,6 +144,17 @@ class TD3BCPGD(TD3BCLoss):
                       "terminals": tr["terminals"].to(dev, torch.float32)}
         self.refreshes += 1
         self.pgd_time += time.perf_counter() - t0
+
+    def _dynamics_error(self, env_id, tr, n: int = 256) -> float:
+        """Mean ``||s'_synthetic - f(s, a)||`` over the first ``n`` synthetic transitions, ``f`` the MuJoCo simulator, in
+        units of the dataset's mean ``||s' - s||`` (nan where the observation is not the simulator state)."""
+        from polab.scaled.offline.synthetic import simulator_next_states
+
+        try:
+            nxt = simulator_next_states(env_id, tr["states"][:n].cpu().numpy(), tr["actions"][:n].cpu().numpy())
+        except (ValueError, AttributeError, ImportError):
+            return float("nan")
+        return float(np.linalg.norm(nxt - tr["next_states"][:n].cpu().numpy(), axis=1).mean() / max(self.real_step, 1e-12))
 
     # -- the trainer's hooks --------------------------------------------------------------------------------
     def begin_step(self, trainer, step: int) -> None:
@@ -160,6 +175,7 @@ class TD3BCPGD(TD3BCLoss):
     def actor_loss(self, trainer, batch, pi, q_pi):
         out, m = super().actor_loss(trainer, batch, pi, q_pi)
         m.update({"synth_transitions": float(self.synth["actions"].shape[0]), "synth_policy_gap": self.policy_gap,
+                  "synth_dynamics_error": self.dynamics_error,
                   "denoiser_loss": self.denoiser_loss, "synth_refreshes": float(self.refreshes),
                   "pgd_time_s": self.pgd_time})
         return out, m
@@ -170,9 +186,10 @@ class TD3BCPGD(TD3BCLoss):
 
     def state_dict(self) -> dict:
         return {"synth": {k: v.cpu() for k, v in self.synth.items()}, "refreshes": self.refreshes,
-                "policy_gap": self.policy_gap}
+                "policy_gap": self.policy_gap, "dynamics_error": self.dynamics_error}
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.synth["actions"].device
         self.synth = {k: v.to(dev) for k, v in state["synth"].items()}
         self.refreshes, self.policy_gap = int(state["refreshes"]), float(state["policy_gap"])
+        self.dynamics_error = float(state["dynamics_error"])
