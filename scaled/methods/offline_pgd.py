@@ -18,9 +18,13 @@ Defaults are the authors' where they exist (EmptyJackson/policy-guided-diffusion
 option: ``horizon`` 4 (authors 32), ``sample_steps`` 64 (authors 256), ``num_windows`` 4,096 windows of 4
 transitions (authors 32 x 256 rollouts of 128 steps), a 3-layer MLP denoiser of width 256 trained for 5,000 steps
 (authors: a U-Net trained for many epochs). ``guidance_coeff``: the authors' command-line default is 0 (unguided) and
-the paper's value is not confirmed here; 0.1 is the default (on InvertedPendulum medium-replay with a constant target
-policy it cut the mean distance of synthetic actions to the policy by 28% while the simulator's one-step error of the
-synthetic transitions stayed under a fifth of a typical state change; 0.3 cut it by 80% at 5x the dynamics error).
+the paper's value is not confirmed here; 0.1 is the default, picked in a quick look on InvertedPendulum medium-replay
+(a constant target policy; not a tuned value): 0.1 moved synthetic actions part of the way to the policy while the
+simulator's one-step error of the synthetic transitions stayed small, 0.3 and more moved them almost onto it at several
+times the dynamics error. Both quantities are logged at every refresh: ``synth_policy_gap`` (mean
+``|a - pi(s)|`` over the synthetic set, against the actor that guided it; the first, unguided set against the initial
+actor) and ``synth_dynamics_error`` (mean ``||s' - f(s, a)||`` over 256 synthetic transitions, ``f`` the MuJoCo
+simulator, in units of the dataset's mean ``||s' - s||``).
 
 States are stored normalised as the trainer's (TD3+BC's state normalisation of the real dataset).
 """
