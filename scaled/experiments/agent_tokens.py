@@ -38,7 +38,23 @@ Secondary: final return, and success and return averaged over the evaluations (a
 curve). Figure ``figures/agent_tokens.png``: success and return vs environment steps, mean over
 seeds with 95% t bands.
 
-Measured: not yet (the ``cpu`` preset's result is added here once run).
+Measured (``cpu`` preset, commit 913b838, ``nice -n 10 polab run agent-tokens --out runs/agent-tokens``: 10 runs, 779 s wall
+at a load average of 14-15 on the shared 2-core machine, 140 s of process CPU; ``negotiation`` (3 item types, counts 1-3,
+6 rounds), 8 training levels, 40 steps of 8 levels x 8 episodes, about 5,000 environment steps per run; 5.0 tokens per
+action; success on the training levels, 64 sampled episodes, mean over 5 seeds +- 95% t half-width): final success
+``bad`` 0.675 +- 0.125, ``ppo-action`` 0.625 +- 0.112 (uniform random admissible actions 0.25; the untrained generator
+0.125). ``bad`` - ``ppo-action``: final success +0.050 +- 0.063 (paired t p = 0.094, sign-flip p = 0.25; per seed 0, 0,
++0.094, +0.109, +0.047); at the common budget of 4,983 environment steps +0.078 +- 0.131 (p = 0.17); success averaged over
+the 9 evaluations +0.036 +- 0.016 (p = 0.003; sign-flip p = 0.0625, the smallest possible with 5 seeds: every seed
+positive). Return (share of own value): final 0.610 vs 0.613, difference -0.003 +- 0.061 (p = 0.88); averaged +0.004
+(p = 0.61). Verdict: on the primary outcome (final success) **no significant difference** at alpha 0.05; ``bad``'s
+success curve lies above action-level PPO's at every evaluation after the first, a consistent but small effect (the
+area-under-curve difference is significant by the paired t-test, a secondary outcome among six, uncorrected), and the
+return, which rewards near-optimal deals too, shows no difference at all. The token-level critic explained 45% of the
+variance of its targets over the last 5 steps, the action-level critic 18% (different targets: later prefixes of an
+action are easier to value). Held-out levels after training: success 0.169 vs 0.178, return 0.397 vs 0.403 (random
+0.125 and 0.378): like the choice policy in ``agent-credit``, the small policy learns its training levels, not the game.
+A 20-step pilot (the preset first tried; 239 s) gave final success 0.525 vs 0.463 (+0.062 +- 0.100, p = 0.16).
 
 Presets: ``cpu`` (default, sized to finish in about 15 minutes on a loaded 2-core machine),
 ``quick`` (a smoke run, seconds), ``gpu`` (more seeds and steps, a wider policy, ``--device cuda``;
