@@ -44,7 +44,8 @@ A text environment is a :class:`gymnasium.Env` whose observation and action spac
     states are equal. Hidden parameters that are constant within a level (a negotiation partner's
     values, the evidence task's hidden condition) are left out, so reading the anchor reveals no
     more than the history of observations; TextWorld's anchor is the game's full fact list,
-    which does include objects in rooms not yet visited (privileged for a policy that reads it).
+    which does include objects in rooms not yet visited (privileged for a policy that reads it),
+    unless the spec sets ``anchor=observation`` (then it is the observation text).
 ``"won"``: ``bool``
     The episode's success so far (``True`` from the winning step on).
 ``"objective"``: ``str``

@@ -31,9 +31,11 @@ steps.
 
 Observation: the game's text output with TextWorld's ASCII-art banner, the command prompt and the
 status line removed (the first observation starts with the game's introduction, which states the
-quest); with ``include_inventory=true`` the inventory is appended. The anchor is the sorted list of
-the game's logical facts (``EnvInfos(facts=True)``: every room, object, location and open/closed
-state), which determines the state. ``info["walkthrough"]`` is TextWorld's ``policy_commands``: a
+quest); with ``include_inventory=true`` the inventory is appended. The anchor (``anchor=facts``, the
+default) is the sorted list of the game's logical facts (``EnvInfos(facts=True)``: every room,
+object, location and open/closed state), which determines the state but names rooms the agent has
+not visited; ``anchor=observation`` makes it the observation text instead (what the agent sees,
+as verl-agent's ALFWorld anchor). ``info["walkthrough"]`` is TextWorld's ``policy_commands``: a
 shortest winning command sequence from the current state (the scripted optimal policy of the tests).
 
 Random-policy baseline (measured)
@@ -80,6 +82,7 @@ RANDOM_BASELINE: dict[str, tuple[int, int]] = {
 }
 
 _THEMES = ("house", "basic")
+_ANCHORS = ("facts", "observation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,11 @@ class TextWorldConfig(TextEnvConfig):
         Reward of the winning step.
     include_inventory:
         Append ``"Inventory: ..."`` to every observation.
+    anchor:
+        GiGPO's anchor: ``"facts"`` (the sorted fact list, which determines the state but also names
+        rooms and objects the agent has not seen) or ``"observation"`` (the observation text the
+        agent sees, as verl-agent's ALFWorld anchor; no hidden information, but coarser: two states
+        that print the same text share an anchor).
     """
 
     world_size: int = 4
@@ -117,6 +125,7 @@ class TextWorldConfig(TextEnvConfig):
     theme: str = "house"
     success_reward: float = 1.0
     include_inventory: bool = False
+    anchor: str = "facts"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -132,6 +141,9 @@ class TextWorldConfig(TextEnvConfig):
             raise ValueError(f"game_offset must be >= 0, got {self.game_offset}")
         if self.theme not in _THEMES:
             raise ValueError(f"theme must be one of {_THEMES}, got {self.theme!r}")
+        if self.anchor not in _ANCHORS:
+            raise ValueError(f"anchor must be one of {_ANCHORS} (facts: the state's fact list; observation: the text the agent sees), "
+                             f"got {self.anchor!r}")
 
 
 def cache_root() -> Path:
@@ -261,6 +273,10 @@ class TextWorldEnv(TextEnv):
         return list(self._state.get("admissible_commands") or [])
 
     def _anchor(self) -> str:
+        if self.config.anchor == "observation":
+            # verl-agent's ALFWorld anchor is the step's raw text observation (zhangyun04/verl-agent
+            # agent_system/environments/env_manager.py @475341a, AlfWorldEnvironmentManager.step: 'anchor': text_obs)
+            return self._obs
         return "\n".join(sorted(str(fact) for fact in self._state.get("facts") or []))
 
     def _objective(self) -> str:

@@ -27,6 +27,19 @@ Parts (``--parts``):
   ``--poact-env`` (default the evidence proxy with 5 findings, where the action families
   inspect/decide exist; on Sokoban every action is its own family and PoAct is a mere
   reparametrisation); outcome held-out success (correct decisions) and return.
+- ``arpo`` (not in the default ``--parts``): ARPO's per-task success replay on vs off under sparse
+  success, ``--arpo-env`` (default Sokoban 6x6 with two boxes, ``--arpo-train-tasks`` 8 levels,
+  ``--arpo-max-turns`` 20), arms ``replay-off`` (``--sample-filter none``) and ``replay``
+  (``--sample-filter arpo``: an all-failed task group gets one buffered success of the same task,
+  :class:`polab.scaled.methods.agent_credit.ARPOAgentFilter`), and with ``--arpo-selection`` a third
+  arm ``replay+selection`` (ARPO's task selection, 16 tries per level; its env steps count). The
+  replay adds no environment steps, so the arms train for the same number of steps on equal
+  budgets (each run's ``env_steps`` is reported). Claim (ARPO): replaying each task's successes
+  helps agents whose rewards are sparse. Outcome: the final success on *all* training levels
+  (``eval_episodes`` sampled episodes, whatever pool selection kept), paired by seed, and the mean
+  over the evaluations (area under the curve); how often the replay triggered (injections, the
+  all-failed groups eligible for one, steps with an injection); the uniform random policy's
+  success on the same levels. Figure: success vs environment steps per arm.
 
 Measured (``cpu`` preset, 5 seeds, the defaults of commit 4e3e8c2; each part run as its own command in parallel,
 ``nice -n 10 polab run agent-rewards --parts epo|debate|poact --out ...``, walls 218 s, 236 s, 188 s on a 2-core machine shared
@@ -60,7 +73,7 @@ here). The agent trainer's ``gpu-llm`` preset documents the language-model setti
 apply to a language model's replies.
 
 Run folder: ``config.json``, ``metrics.csv`` (one row per run and evaluation), ``summary.json``,
-``figures/epo_return.png``, ``figures/debate_tradeoff.png``, ``figures/poact_success.png`` and the
+``figures/epo_return.png``, ``figures/debate_tradeoff.png``, ``figures/poact_success.png``, ``figures/arpo_success.png`` and the
 training runs under ``runs/``.
 """
 
@@ -84,14 +97,15 @@ from .agent_credit import mean_ci, paired_tests
 
 __all__ = ["AgentRewardsConfig", "PRESETS", "judge_evaluation", "main", "run"]
 
-PARTS = ("epo", "debate", "poact")
+PARTS = ("epo", "debate", "poact", "arpo")
 
 
 @dataclass
 class AgentRewardsConfig:
     """Options of ``polab run agent-rewards`` (defaults: the ``cpu`` preset)."""
 
-    parts: tuple[str, ...] = field(default=("epo", "debate", "poact"), metadata={"help": "which comparisons: epo, debate, poact"})
+    parts: tuple[str, ...] = field(default=("epo", "debate", "poact"), metadata={"help": "which comparisons: epo, debate, poact, arpo "
+                                                                                         "(arpo is not in the default)"})
     seeds: int = field(default=5, metadata={"help": "seeds per arm"})
     seed: int = field(default=0, metadata={"help": "first seed"})
     epo_env: str = field(default="negotiation:max_count=2", metadata={"help": "environment of the EPO comparison"})
@@ -104,6 +118,14 @@ class AgentRewardsConfig:
                                                                                 "families: evidence, negotiation, textworld)"})
     poact_steps: int = field(default=20, metadata={"help": "training steps of each PoAct run"})
     poact_train_tasks: int = field(default=0, metadata={"help": "PoAct part: training levels (0: fresh levels, held-out success)"})
+    arpo_env: str = field(default="sokoban:size=6,boxes=2,render=compact", metadata={"help": "environment of the ARPO comparison (sparse "
+                                                                                               "success)"})
+    arpo_steps: int = field(default=40, metadata={"help": "training steps of each ARPO run"})
+    arpo_train_tasks: int = field(default=8, metadata={"help": "ARPO part: training levels (seeds 0..N-1); success is measured on them"})
+    arpo_max_turns: int = field(default=20, metadata={"help": "ARPO part: turn limit"})
+    arpo_eval_every: int = field(default=10, metadata={"help": "ARPO part: evaluation every this many steps"})
+    arpo_selection: bool = field(default=False, metadata={"help": "ARPO part: add a third arm, replay + ARPO's task selection (keep the "
+                                                                 "levels the initial policy solves once in 4 tries)"})
     tasks_per_step: int = field(default=8, metadata={"help": "tasks per step"})
     group_size: int = field(default=8, metadata={"help": "episodes per task (G)"})
     max_turns: int = field(default=6, metadata={"help": "turn limit (negotiation/evidence)"})
@@ -123,7 +145,7 @@ class AgentRewardsConfig:
 PRESETS = {
     "cpu": {},
     "quick": {"seeds": 2, "epo_steps": 2, "debate_steps": 2, "poact_steps": 2, "tasks_per_step": 2, "group_size": 3, "eval_episodes": 8,
-              "evals": 1, "d_model": 16, "progress": False, },
+              "evals": 1, "d_model": 16, "progress": False, "arpo_steps": 2, "arpo_train_tasks": 2, "arpo_max_turns": 6, "arpo_eval_every": 1},
     "gpu": {"seeds": 8, "epo_steps": 100, "debate_steps": 100, "poact_steps": 100, "tasks_per_step": 16, "eval_episodes": 512, "evals": 5,
             "d_model": 128, "layers": 2, "device": "cuda"},
 }
@@ -131,7 +153,8 @@ PRESETS = {
 
 def _validate(cfg: AgentRewardsConfig) -> None:
     check_config_values(cfg, positive_ints=("seeds", "epo_steps", "debate_steps", "poact_steps", "tasks_per_step", "group_size", "max_turns",
-                                            "eval_episodes", "evals", "ppo_epochs", "mini_batches", "d_model", "layers"),
+                                            "eval_episodes", "evals", "ppo_epochs", "mini_batches", "d_model", "layers", "arpo_steps",
+                                            "arpo_train_tasks", "arpo_max_turns", "arpo_eval_every"),
                         nonneg_ints=("seed", "opponent_evidence", "poact_train_tasks"), positive_floats=("lr",), nonempty=("parts",))
     bad = [p for p in cfg.parts if p not in PARTS]
     if bad:
@@ -142,18 +165,28 @@ def _validate(cfg: AgentRewardsConfig) -> None:
         raise ValueError("--group-size must be >= 2 (grpo credit).")
     from ..envs.text_protocol import parse_env_spec
 
-    for name, spec, want in (("epo-env", cfg.epo_env, "negotiation"), ("debate-env", cfg.debate_env, "evidence"), ("poact-env", cfg.poact_env, None)):
-        env_name, _ = parse_env_spec(spec)
+    for name, spec, want in (("epo-env", cfg.epo_env, "negotiation"), ("debate-env", cfg.debate_env, "evidence"), ("poact-env", cfg.poact_env, None),
+                             ("arpo-env", cfg.arpo_env, None)):
+        try:
+            env_name, _ = parse_env_spec(spec)
+        except ValueError as exc:
+            raise ValueError(f"--{name}: {exc}") from None
         if want and env_name != want:
             raise ValueError(f"--{name} must be a {want} spec; got {spec!r}.")
     check_device(cfg.device)
 
 
 def _trainer_config(cfg, *, env, steps, seed, out, reward_shaper="none", methods=None, policy="small", train_tasks=0, eval_tasks="held-out",
-                    view="anchor", tokenizer="word", max_turns=None):
+                    view="anchor", tokenizer="word", max_turns=None, sample_filter="none", overrides=None):
+    import dataclasses
+
     from ..trainers.agent import AgentConfig
 
-    return AgentConfig(env=env, method="grpo", reward_shaper=reward_shaper, policy=policy, seed=seed, steps=steps,
+    if overrides:
+        return dataclasses.replace(_trainer_config(cfg, env=env, steps=steps, seed=seed, out=out, reward_shaper=reward_shaper, methods=methods,
+                                                   policy=policy, train_tasks=train_tasks, eval_tasks=eval_tasks, view=view, tokenizer=tokenizer,
+                                                   max_turns=max_turns, sample_filter=sample_filter), **overrides)
+    return AgentConfig(env=env, method="grpo", sample_filter=sample_filter, reward_shaper=reward_shaper, policy=policy, seed=seed, steps=steps,
                        tasks_per_step=cfg.tasks_per_step, group_size=cfg.group_size, max_turns=max_turns or cfg.max_turns,
                        train_tasks=train_tasks, eval_tasks=eval_tasks, eval_every=max(1, steps // cfg.evals), eval_episodes=cfg.eval_episodes,
                        lr=cfg.lr, ppo_epochs=cfg.ppo_epochs, mini_batches=cfg.mini_batches, d_model=cfg.d_model, layers=cfg.layers, heads=2,
@@ -211,7 +244,43 @@ def _arms(cfg):
         common = dict(env=cfg.poact_env, steps=cfg.poact_steps, train_tasks=cfg.poact_train_tasks,
                       eval_tasks="train" if cfg.poact_train_tasks else "held-out")
         arms += [("poact", "small", dict(common, policy="small")), ("poact", "poact", dict(common, policy="poact"))]
+    if "arpo" in cfg.parts:
+        # the setting of agent-credit's Sokoban runs (char tokens over the observation, 2 layers, 4 x 4 PPO passes), where the small
+        # policy learns within minutes; only the sample filter differs between the arms
+        common = dict(env=cfg.arpo_env, steps=cfg.arpo_steps, train_tasks=cfg.arpo_train_tasks, eval_tasks="train", view="observation",
+                      tokenizer="char", max_turns=cfg.arpo_max_turns,
+                      overrides=dict(lr=1e-3, ppo_epochs=4, mini_batches=4, layers=2, heads=2, max_len=256, eval_every=cfg.arpo_eval_every))
+        arms += [("arpo", "replay-off", dict(common)),
+                 ("arpo", "replay", dict(common, sample_filter="arpo", methods={"arpo": {"task_selection": False}}))]
+        if cfg.arpo_selection:
+            # 16 tries per level (ARPO's default is 4): at a random success near 0.04, 4 tries would often keep no level at all
+            arms.append(("arpo", "replay+selection", dict(common, sample_filter="arpo", methods={"arpo": {"task_selection": True,
+                                                                                                     "selection_episodes": 16}})))
     return arms
+
+
+def arpo_statistics(folder: Path, trainer) -> dict:
+    """How often ARPO's replay triggered in one run (from its ``metrics.csv``) and the training pool it kept.
+
+    ``replaced_trajectories``: buffered successes injected over the run; ``all_failed_groups``: task groups in which every
+    episode failed (the groups eligible for a replay); ``replay_rate``: injected / eligible; ``steps_with_replay``: training
+    steps with at least one injection; ``replaced_fraction``: injected / all trajectories trained on.
+    """
+    rows = [r for r in read_metrics(folder / "metrics.csv") if isinstance(r.get("replaced_trajectories"), float)
+            and math.isfinite(r["replaced_trajectories"])]
+    cfg = trainer.cfg
+    rep = float(sum(r["replaced_trajectories"] for r in rows))
+    failed = float(sum(r["all_failed_groups"] for r in rows))
+    return {"replaced_trajectories": rep, "all_failed_groups": failed, "groups": float(len(rows) * cfg.tasks_per_step),
+            "replay_rate": rep / failed if failed else math.nan, "steps_with_replay": float(sum(r["replaced_trajectories"] > 0 for r in rows)),
+            "replaced_fraction": rep / max(len(rows) * cfg.tasks_per_step * cfg.group_size, 1),
+            "kept_tasks": float(len(trainer.task_pool)), "env_steps": float(trainer.env_steps)}
+
+
+def pool_evaluation(trainer, episodes: int, levels: int) -> dict:
+    """Success on *all* ``levels`` training levels (cycled, ``episodes`` sampled episodes), whatever pool task selection kept."""
+    trainer.task_pool = list(range(levels))
+    return trainer.evaluate(trainer.step)
 
 
 def run(cfg: AgentRewardsConfig) -> Path:
@@ -242,9 +311,13 @@ def _run(cfg: AgentRewardsConfig) -> Path:
         tr = AgentTrainer(_trainer_config(cfg, seed=seed, out=folder, **kw))
         try:
             tr.train()
-            final = {}
+            final, arpo = {}, {}
             if part == "debate":
                 final = judge_evaluation(tr, cfg.eval_episodes, opponent_evidence=cfg.opponent_evidence)
+            if part == "arpo":
+                arpo = arpo_statistics(folder, tr) if arm != "replay-off" else {"env_steps": float(tr.env_steps),
+                                                                                 "kept_tasks": float(len(tr.task_pool))}
+                arpo.update(pool_evaluation(tr, cfg.eval_episodes, cfg.arpo_train_tasks))
         finally:
             tr.close()
         seconds.setdefault(f"{part}|{arm}", []).append(time.perf_counter() - t0)
@@ -254,6 +327,15 @@ def _run(cfg: AgentRewardsConfig) -> Path:
                                         **{k: r[k] for k in ("eval_success", "eval_success_low", "eval_success_high", "eval_return", "eval_length")}})
         if final:
             logger.log(int(rows[-1]["step"]), {"kind": "judge", "part": part, "arm": arm, "seed": seed, **final})
+        if arpo:
+            logger.log(int(rows[-1]["step"]), {"kind": "arpo_final", "part": part, "arm": arm, "seed": seed, **arpo})
+    if "arpo" in cfg.parts:  # the uniform random policy on the same levels and turn limit
+        from .agent_credit import random_policy_success
+
+        pool = [k % cfg.arpo_train_tasks for k in range(max(cfg.eval_episodes, 400))]
+        logger.log(0, {"kind": "random", "part": "arpo", "arm": "random", "seed": -1,
+                       "eval_success": random_policy_success(cfg.arpo_env, pool, max_turns=cfg.arpo_max_turns, seed=cfg.seed),
+                       "episodes": float(len(pool))})
     logger.close()
     rows = read_metrics(out / "metrics.csv")
     summary = {"parts": {}, "run_seconds_mean": {k: float(np.mean(v)) for k, v in seconds.items()}}
@@ -263,6 +345,8 @@ def _run(cfg: AgentRewardsConfig) -> Path:
         summary["parts"]["debate"] = _debate_summary(rows, [f"lambda={float(x):g}" for x in cfg.lambdas])
     if "poact" in cfg.parts:
         summary["parts"]["poact"] = _compare(rows, "poact", ["poact", "small"], ("eval_success", "eval_return"))
+    if "arpo" in cfg.parts:
+        summary["parts"]["arpo"] = _arpo_summary(rows, cfg)
     _plots(out, rows, cfg)
     summary["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
@@ -288,6 +372,39 @@ def _compare(rows, part, arms, keys) -> dict:
     return res
 
 
+def _arpo_summary(rows, cfg) -> dict:
+    """Final success on all training levels per arm; replay (and replay+selection) minus replay-off, paired by seed;
+    mean over the evaluations (area under the curve); how often the replay triggered; the random policy's success."""
+    arms = ["replay", "replay-off"] + (["replay+selection"] if cfg.arpo_selection else [])
+    keys = ("eval_success", "eval_return", "env_steps", "replaced_trajectories", "all_failed_groups", "replay_rate", "steps_with_replay",
+            "replaced_fraction", "kept_tasks")
+    res = {"arms": {}, "tests": {}}
+    for a in arms:
+        res["arms"][a] = {}
+        for k in keys:
+            v = [x for x in _final(rows, "arpo", a, k, "arpo_final") if isinstance(x, float) and math.isfinite(x)]
+            if v:
+                res["arms"][a][k] = dict(zip(("mean", "ci95_half_width"), mean_ci(v)), per_seed=v)
+        auc = _mean_over_evals(rows, "arpo", a)
+        res["arms"][a]["mean_over_evals"] = dict(zip(("mean", "ci95_half_width"), mean_ci(auc)), per_seed=auc)
+    for a in [x for x in arms if x != "replay-off"]:
+        res["tests"][f"{a} - replay-off|eval_success"] = paired_tests(_final(rows, "arpo", a, "eval_success", "arpo_final"),
+                                                                      _final(rows, "arpo", "replay-off", "eval_success", "arpo_final"))
+        res["tests"][f"{a} - replay-off|mean_over_evals"] = paired_tests(_mean_over_evals(rows, "arpo", a),
+                                                                         _mean_over_evals(rows, "arpo", "replay-off"))
+    rnd = [r for r in rows if r.get("kind") == "random" and r.get("part") == "arpo"]
+    res["random_policy_success"] = rnd[0]["eval_success"] if rnd else math.nan
+    return res
+
+
+def _mean_over_evals(rows, part, arm) -> list[float]:
+    per: dict[int, list[float]] = {}
+    for r in rows:
+        if r.get("kind") == "eval" and r.get("part") == part and r.get("arm") == arm:
+            per.setdefault(int(r["seed"]), []).append(r["eval_success"])
+    return [float(np.mean(per[s])) for s in sorted(per)]
+
+
 def _debate_summary(rows, arms) -> dict:
     keys = ("decision_accuracy", "justified_rate", "decided_rate", "inspected_mean")
     res = {"arms": {a: {k: dict(zip(("mean", "ci95_half_width"), mean_ci(_final(rows, "debate", a, k, "judge"))),
@@ -306,7 +423,9 @@ def _plots(out: Path, rows, cfg) -> None:
 
     for part, arms, key, ylabel, fname in (
             ("epo", ["outcome-only", "epo-process"], "eval_return", "held-out task return (share of own pool value)", "epo_return.png"),
-            ("poact", ["small", "poact"], "eval_success", "success (sampled actions)", "poact_success.png")):
+            ("poact", ["small", "poact"], "eval_success", "success (sampled actions)", "poact_success.png"),
+            ("arpo", ["replay-off", "replay", "replay+selection"], "eval_success", "success on the training levels (sampled actions)",
+             "arpo_success.png")):
         if part not in cfg.parts:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -317,9 +436,13 @@ def _plots(out: Path, rows, cfg) -> None:
             mh = np.array([mean_ci([r[key] for r in ev if r["step"] == s]) for s in steps])
             if not len(xs):
                 continue
-            ax.plot(xs, mh[:, 0], marker="o", color=f"C{k}", label=f"{a} (grpo credit, G={cfg.group_size})")
+            note = "; curve on the kept levels only" if a == "replay+selection" else ""
+            ax.plot(xs, mh[:, 0], marker="o", color=f"C{k}", label=f"{a} (grpo credit, G={cfg.group_size}{note})")
             ax.fill_between(xs, mh[:, 0] - mh[:, 1], mh[:, 0] + mh[:, 1], color=f"C{k}", alpha=0.2)
-        env = cfg.epo_env if part == "epo" else cfg.poact_env
+        env = {"epo": cfg.epo_env, "poact": cfg.poact_env, "arpo": cfg.arpo_env}[part]
+        rnd = [r["eval_success"] for r in rows if r.get("kind") == "random" and r.get("part") == part]
+        if rnd:
+            ax.axhline(rnd[0], color="gray", ls="--", lw=1, label="uniform random policy (same levels)")
         ax.set_xlabel("environment steps (mean over seeds)")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_title(f"{part}: {env}, {cfg.seeds} seeds, mean and 95% t band", fontsize=9)
@@ -374,5 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, t in res["tests"].items():
             print(f"  {name}: {t['difference']:+.3f}+-{t['ci95_half_width']:.3f}, sign-flip p = {t.get('sign_flip_p', math.nan):.3g} -> "
                   f"{_verdict(t)}")
+        if "random_policy_success" in res:
+            print(f"  uniform random policy on the same levels: {res['random_policy_success']:.3f}")
     print(f"wall {s['wall_seconds']:.0f} s; run folder: {out}")
     return 0
