@@ -103,6 +103,12 @@ class GRPOConfig(TrainerConfig):
     dtype: str = field(default="float32", metadata={"help": "compute precision: float32, or bfloat16 (float32 master weights and AdamW, "
                                                             "training forward under torch.autocast, rollouts from a bfloat16 copy synced each step)",
                                                     "choices": ("float32", "bfloat16")})
+    bf16_mode: str = field(default="autocast", metadata={"help": "with --dtype bfloat16: autocast (float32 weights; each matrix product casts its "
+                                                                 "inputs under torch.autocast) or weights (a bfloat16 copy of the weights runs the "
+                                                                 "training forward/backward and the rollouts; its gradients are added into float32 "
+                                                                 "master gradients, AdamW steps the float32 master weights, the copy is refreshed after "
+                                                                 "each optimizer step: no per-product casts; single process)",
+                                                         "choices": ("autocast", "weights")})
     adamw_impl: str = field(default="default", metadata={"help": "AdamW kernel: default (torch's choice: a per-parameter loop on the CPU), "
                                                                  "foreach (batched over parameters) or fused (one kernel; CPU and CUDA); "
                                                                  "same maths, different rounding", "choices": ("default", "foreach", "fused")})
@@ -158,6 +164,13 @@ class GRPOConfig(TrainerConfig):
             errs.append("parallel fsdp samples from an unsharded copy gathered once per step; it supports --rollout-strategy full only")
         if self.dtype not in ("float32", "bfloat16"):
             errs.append(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.bf16_mode not in ("autocast", "weights"):
+            errs.append(f"bf16_mode must be 'autocast' or 'weights', got {self.bf16_mode!r}")
+        elif self.bf16_mode == "weights" and self.dtype != "bfloat16":
+            errs.append("bf16_mode weights needs --dtype bfloat16 (it chooses how bfloat16 compute is done)")
+        elif self.bf16_mode == "weights" and (world_size > 1 or self.rollout_engine == "vllm"):
+            errs.append("bf16_mode weights runs in a single process with polab's or transformers' sampler; use --bf16-mode autocast "
+                        "under torchrun or with --rollout-engine vllm")
         if self.rollout_engine not in ("shared-prefix", "hf", "vllm"):
             errs.append(f"rollout_engine must be 'shared-prefix', 'hf' or 'vllm', got {self.rollout_engine!r}")
         if self.rollout_engine == "vllm":
@@ -333,13 +346,21 @@ class GRPOTrainer(Trainer):
         self.tokenizer = loaded.tokenizer
         self.policy = loaded.model.to(self.device)
         self.policy.train()
-        # bfloat16: rollouts from a bfloat16 copy (synced from the float32 master weights before each rollout)
-        self.rollout_policy = _frozen_copy(self.policy).to(torch.bfloat16) if cfg.dtype == "bfloat16" else None
+        # bfloat16: rollouts from a bfloat16 copy (synced from the float32 master weights before each rollout); with
+        # bf16_mode "weights" the same copy also runs the training forward and backward (see update)
+        self.bf16_weights = cfg.dtype == "bfloat16" and cfg.bf16_mode == "weights"
+        self.rollout_policy = None
+        if self.bf16_weights:
+            self.rollout_policy = _bf16_train_copy(self.policy)
+        elif cfg.dtype == "bfloat16":
+            self.rollout_policy = _frozen_copy(self.policy).to(torch.bfloat16)
+        self._copy_fresh = False  # the bfloat16 copy equals the rounded master weights
         self.ref = None
         if cfg.kl_coef > 0:
             self.ref = _frozen_copy(self.policy)
         # the module whose forward gives response log-probabilities; DDP wraps it
-        self.logprob_module = PrefixSharedLogprobs(self.policy) if cfg.shared_prefix_logprobs else _FullLogprobs(self.policy)
+        lm = self.rollout_policy if self.bf16_weights else self.policy
+        self.logprob_module = PrefixSharedLogprobs(lm) if cfg.shared_prefix_logprobs else _FullLogprobs(lm)
         self.fsdp = cfg.parallel == "fsdp" and self.dist.enabled
         self._sharded, self._pending_dcp, self._full_copy = False, None, None
         # FSDP: the policy is sharded at the first step (after a resume loaded its weights); DDP wraps the log-prob module now
@@ -355,13 +376,35 @@ class GRPOTrainer(Trainer):
         allowed = accepted_options(cfg.task)
         return build_task(cfg.task, **{k: v for k, v in opts.items() if allowed is None or k in allowed})
 
-    def autocast(self):
-        """The training forward's precision context: torch.autocast to bfloat16 when ``dtype="bfloat16"``, else a no-op."""
+    def autocast(self, *, ref: bool = False):
+        """The forward's precision context: torch.autocast to bfloat16 when ``dtype="bfloat16"``, else a no-op.
+
+        With ``bf16_mode="weights"`` the policy's forward runs on its bfloat16 copy and needs no autocast; the
+        float32 reference model (``ref=True``) still runs under it.
+        """
         import contextlib
 
-        if self.cfg.dtype == "bfloat16":
+        if self.cfg.dtype == "bfloat16" and (ref or not self.bf16_weights):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def _accumulate_master_grads(self) -> None:
+        """bf16_mode weights: add the bfloat16 copy's gradients (float32-converted) into the master gradients; clear the copy's."""
+        with torch.no_grad():
+            for p32, p16 in zip(self.policy.parameters(), self.rollout_policy.parameters()):
+                if p16.grad is None:
+                    continue
+                if p32.grad is None:
+                    p32.grad = p16.grad.to(torch.float32)
+                else:
+                    p32.grad.add_(p16.grad)
+                p16.grad = None
+
+    def _sync_copy(self, src) -> None:
+        with torch.no_grad():
+            for dst, p in zip(self.rollout_policy.parameters(), src.parameters()):
+                dst.copy_(p)
+        self._copy_fresh = True
 
     def _make_optimizer(self):
         impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[self.cfg.adamw_impl]
@@ -386,9 +429,8 @@ class GRPOTrainer(Trainer):
             src = self._full_copy
         if self.rollout_policy is None:
             return src
-        with torch.no_grad():
-            for dst, p in zip(self.rollout_policy.parameters(), src.parameters()):
-                dst.copy_(p)
+        if not (self.bf16_weights and self._copy_fresh):  # the weights mode refreshes its copy after each optimizer step
+            self._sync_copy(src)
         return self.rollout_policy
 
     def _vllm_rollout(self, model, prompts, seed):
@@ -622,7 +664,7 @@ class GRPOTrainer(Trainer):
         """Log-probabilities of the whole batch under ``module`` (micro-batched), before any update."""
         G, parts = self.cfg.samples_per_prompt, []
         for sl in schedule.microbatches(slice(0, schedule.rows)):
-            with self.autocast():
+            with self.autocast(ref=module is self.ref):
                 parts.append(self._logprobs_of(module, batch, sl, G))
         T = max(p.shape[1] for p in parts)
         return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1])) for p in parts])
@@ -652,7 +694,7 @@ class GRPOTrainer(Trainer):
                     logp = self.model(ids, att, batch.prompt_length, cfg.samples_per_prompt, cfg.temperature)
                 ref_logp = None
                 if self.ref is not None:
-                    with torch.no_grad(), self.autocast():
+                    with torch.no_grad(), self.autocast(ref=True):
                         ref_logp = token_logprobs(self.ref, ids, att, batch.prompt_length, temperature=cfg.temperature) if ref_all is None else ref_all[sl]
                 old = logp.detach() if old_all is None else old_all[sl]
                 is_w = None
@@ -664,6 +706,8 @@ class GRPOTrainer(Trainer):
                 w = norm.weight(m)
                 # DDP averages gradients over ranks; multiplying by world_size makes that average a sum of shares.
                 (res.loss * (w * info.world_size)).backward()
+                if self.bf16_weights:
+                    self._accumulate_master_grads()
                 for key, v in (("loss", res.loss), ("policy", res.policy_loss), ("kl", res.kl)):
                     acc[key] += float(v.detach()) * w / K
                 ntok = float(m.sum())
@@ -678,6 +722,8 @@ class GRPOTrainer(Trainer):
             gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
             grad_norms.append(float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn))  # a DTensor under FSDP
             self.optimizer.step()
+            if self.bf16_weights:
+                self._sync_copy(self.policy)
         return dict(acc=acc, grad_norm=sum(grad_norms) / len(grad_norms), loss_inputs=loss_inputs, num_updates=K, tokens=tokens_seen)
 
     def curriculum_update(self, roll: Rollout, seq_adv: torch.Tensor, upd: dict) -> dict:
@@ -725,6 +771,17 @@ class _FullStateDict(torch.nn.Module):
 
     def state_dict(self, *args, **kwargs):
         return dict(self._tensors)
+
+
+def _bf16_train_copy(model):
+    """A trainable bfloat16 copy of ``model`` (bf16_mode weights: training forward/backward and rollouts)."""
+    import copy
+
+    c = copy.deepcopy(model).to(torch.bfloat16)
+    c.train()
+    for p in c.parameters():
+        p.requires_grad_(True)
+    return c
 
 
 def _frozen_copy(model):
