@@ -287,3 +287,21 @@ def test_simulator_next_states_reproduce_real_transitions(cache):
     nxt = S.simulator_next_states(ds.env_id, ds.observations[:50], ds.actions[:50])
     # the data were recorded by the same simulator from the same states: float32 storage round-off only
     assert np.allclose(nxt[keep], ds.next_observations[:50][keep], atol=1e-4)
+
+
+def test_offline_mujoco_runs_the_pgd_arm_paired_with_td3bc(cache, tmp_path):
+    import json
+
+    from polab.scaled.experiments.offline_mujoco import main, run, OfflineMujocoConfig
+
+    with pytest.raises(ValueError, match="pgd-refresh-every"):
+        run(OfflineMujocoConfig(algorithms=("td3bc-pgd",), grad_steps_per_step=10, pgd_refresh_every=15, out=str(tmp_path / "bad")))
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "om"
+    rc = main(["--quick", "--algorithms", "td3bc", "td3bc-pgd", "--seeds", "1", "--grad-steps", "20", "--grad-steps-per-step", "10",
+               "--batch-size", "32", "--pgd-refresh-every", "20", "--pgd-denoiser-steps", "10", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    d = json.loads((out / "summary.json").read_text())["datasets"]["invertedpendulum-medium"]
+    assert d["per_method"]["td3bc-pgd"]["normalized_score"]["n"] == 1 and "td3bc-pgd_minus_td3bc" in d["paired_tests"]
+    cfg = json.loads((out / "runs" / "invertedpendulum-medium_td3bc-pgd_s0" / "config.json").read_text())
+    assert "td3bc-pgd" in json.dumps(cfg) and '"refresh_every": 20' in json.dumps(cfg)
