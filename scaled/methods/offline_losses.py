@@ -152,7 +152,11 @@ class VAE(nn.Module):
 
 @OFFLINE_LOSSES.register("a2pr")
 class A2PRLoss(OfflineLoss):
-    """A2PR (Liu et al. 2024): advantage-filtered VAE proposes actions; regularise towards the higher-advantage one."""
+    """A2PR (Liu et al. 2024): advantage-filtered VAE proposes actions; regularise towards the higher-advantage one.
+
+    Departure: the actor is the TD3 actor every method shares (two hidden layers of ``--hidden``); the authors'
+    ``A2PR_Actor`` (``core/network/actor.py``, ltlhuuu/A2PR @ 0a42ccfa) has three hidden layers of 256.
+    """
 
     @dataclass
     class Options:
