@@ -140,6 +140,9 @@ class AgentRewardsConfig:
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
     out: str = field(default="runs/agent-rewards", metadata={"help": "run folder"})
     overwrite: bool = field(default=False, metadata={"help": "write into a non-empty --out"})
+    merge: tuple[str, ...] = field(default=(), metadata={"help": "no training: combine the metrics.csv rows of earlier agent-rewards run "
+                                                                 "folders (e.g. one per --seed, run in parallel; a run repeated in "
+                                                                 "several folders counts once, the later folder's) and summarise --parts"})
 
 
 PRESETS = {
@@ -163,6 +166,9 @@ def _validate(cfg: AgentRewardsConfig) -> None:
         raise ValueError(f"--lambdas must be non-empty weights in [0, 1]; got {cfg.lambdas}.")
     if cfg.group_size < 2:
         raise ValueError("--group-size must be >= 2 (grpo credit).")
+    for f in cfg.merge:
+        if not (Path(f) / "metrics.csv").is_file():
+            raise ValueError(f"--merge {f}: no metrics.csv there; give agent-rewards run folders.")
     from ..envs.text_protocol import parse_env_spec
 
     for name, spec, want in (("epo-env", cfg.epo_env, "negotiation"), ("debate-env", cfg.debate_env, "evidence"), ("poact-env", cfg.poact_env, None),
@@ -259,6 +265,19 @@ def _arms(cfg):
     return arms
 
 
+def merged_rows(folders) -> list[dict]:
+    """``metrics.csv`` rows of several run folders; a (kind, part, arm, seed) run found in several folders keeps the later folder's
+    rows (the random-policy rows of every folder are kept: each is its own sample)."""
+    keep: dict[tuple, list[dict]] = {}
+    for i, f in enumerate(folders):
+        by_run: dict[tuple, list[dict]] = {}
+        for r in read_metrics(Path(f) / "metrics.csv"):
+            key = (r.get("kind"), r.get("part"), r.get("arm"), r.get("seed"), i if r.get("kind") == "random" else None)
+            by_run.setdefault(key, []).append(r)
+        keep.update(by_run)
+    return [r for rows in keep.values() for r in rows]
+
+
 def arpo_statistics(folder: Path, trainer) -> dict:
     """How often ARPO's replay triggered in one run (from its ``metrics.csv``) and the training pool it kept.
 
@@ -301,7 +320,17 @@ def _run(cfg: AgentRewardsConfig) -> Path:
     config["provenance"] = provenance()
     logger = MetricLogger(out, config=config, backends=("csv",))
     t_start = time.perf_counter()
-    jobs = [(part, arm, kw, s) for s in range(cfg.seed, cfg.seed + cfg.seeds) for part, arm, kw in _arms(cfg)]
+    if cfg.merge:
+        for row in merged_rows(cfg.merge):
+            logger.log(int(row["step"]), {k: v for k, v in row.items() if k != "step" and not (isinstance(v, float) and math.isnan(v))})
+    if "arpo" in cfg.parts and not cfg.merge:  # the uniform random policy on the same levels and turn limit
+        from .agent_credit import random_policy_success
+
+        pool = [k % cfg.arpo_train_tasks for k in range(max(cfg.eval_episodes, 400))]
+        logger.log(0, {"kind": "random", "part": "arpo", "arm": "random", "seed": -1,
+                       "eval_success": random_policy_success(cfg.arpo_env, pool, max_turns=cfg.arpo_max_turns, seed=cfg.seed),
+                       "episodes": float(len(pool))})
+    jobs = [] if cfg.merge else [(part, arm, kw, s) for s in range(cfg.seed, cfg.seed + cfg.seeds) for part, arm, kw in _arms(cfg)]
     bar = tqdm(jobs, desc="agent-rewards", disable=not cfg.progress)
     seconds: dict[str, list[float]] = {}
     for part, arm, kw, seed in bar:
@@ -329,13 +358,6 @@ def _run(cfg: AgentRewardsConfig) -> Path:
             logger.log(int(rows[-1]["step"]), {"kind": "judge", "part": part, "arm": arm, "seed": seed, **final})
         if arpo:
             logger.log(int(rows[-1]["step"]), {"kind": "arpo_final", "part": part, "arm": arm, "seed": seed, **arpo})
-    if "arpo" in cfg.parts:  # the uniform random policy on the same levels and turn limit
-        from .agent_credit import random_policy_success
-
-        pool = [k % cfg.arpo_train_tasks for k in range(max(cfg.eval_episodes, 400))]
-        logger.log(0, {"kind": "random", "part": "arpo", "arm": "random", "seed": -1,
-                       "eval_success": random_policy_success(cfg.arpo_env, pool, max_turns=cfg.arpo_max_turns, seed=cfg.seed),
-                       "episodes": float(len(pool))})
     logger.close()
     rows = read_metrics(out / "metrics.csv")
     summary = {"parts": {}, "run_seconds_mean": {k: float(np.mean(v)) for k, v in seconds.items()}}
@@ -393,7 +415,9 @@ def _arpo_summary(rows, cfg) -> dict:
         res["tests"][f"{a} - replay-off|mean_over_evals"] = paired_tests(_mean_over_evals(rows, "arpo", a),
                                                                          _mean_over_evals(rows, "arpo", "replay-off"))
     rnd = [r for r in rows if r.get("kind") == "random" and r.get("part") == "arpo"]
-    res["random_policy_success"] = rnd[0]["eval_success"] if rnd else math.nan
+    n = sum(r.get("episodes", 1.0) for r in rnd)
+    res["random_policy_success"] = sum(r["eval_success"] * r.get("episodes", 1.0) for r in rnd) / n if rnd else math.nan
+    res["random_policy_episodes"] = n
     return res
 
 
@@ -442,7 +466,7 @@ def _plots(out: Path, rows, cfg) -> None:
         env = {"epo": cfg.epo_env, "poact": cfg.poact_env, "arpo": cfg.arpo_env}[part]
         rnd = [r["eval_success"] for r in rows if r.get("kind") == "random" and r.get("part") == part]
         if rnd:
-            ax.axhline(rnd[0], color="gray", ls="--", lw=1, label="uniform random policy (same levels)")
+            ax.axhline(float(np.mean(rnd)), color="gray", ls="--", lw=1, label="uniform random policy (same levels)")
         ax.set_xlabel("environment steps (mean over seeds)")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_title(f"{part}: {env}, {cfg.seeds} seeds, mean and 95% t band", fontsize=9)

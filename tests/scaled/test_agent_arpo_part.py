@@ -64,6 +64,27 @@ def test_quick_arpo_part_replay_off_equals_replay_when_nothing_is_replayed(tmp_p
     assert "replay - replay-off|eval_success" in s["tests"]
     assert (out / "figures" / "arpo_success.png").is_file()
     assert "[arpo]" in capsys.readouterr().out
+    # --merge of the same folder trains nothing and gives the same summary
+    again = tmp_path / "merged"
+    assert main(["--quick", "--parts", "arpo", "--merge", str(out), "--out", str(again)]) == 0
+    m = json.loads((again / "summary.json").read_text())["parts"]["arpo"]
+    assert m["arms"] == s["arms"] and m["random_policy_success"] == s["random_policy_success"]
+    assert not (again / "runs").exists()
+
+
+def test_merged_rows_keep_the_later_folder_of_a_repeated_run(tmp_path):
+    from polab.scaled.experiments.agent_rewards import merged_rows
+
+    for name, val in (("a", 0.25), ("b", 0.75)):
+        log = MetricLogger(tmp_path / name, config={}, backends=("csv",))
+        log.log(0, {"kind": "random", "part": "arpo", "arm": "random", "seed": -1, "eval_success": val})
+        log.log(10, {"kind": "eval", "part": "arpo", "arm": "replay", "seed": 0, "eval_success": val})
+        log.log(10, {"kind": "eval", "part": "arpo", "arm": "replay", "seed": 1 if name == "a" else 2, "eval_success": val})
+        log.close()
+    rows = merged_rows([tmp_path / "a", tmp_path / "b"])
+    ev = sorted((r["seed"], r["eval_success"]) for r in rows if r["kind"] == "eval")
+    assert ev == [(0.0, 0.75), (1.0, 0.25), (2.0, 0.75)]
+    assert sorted(r["eval_success"] for r in rows if r["kind"] == "random") == [0.25, 0.75]
 
 
 def test_agent_credit_textworld_preset_groups_gigpo_by_the_observation_text():
