@@ -67,6 +67,8 @@ class Bf16CurvesConfig:
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep each run's final checkpoint (~0.5 GB each for SmolLM2)"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
     overwrite: bool = field(default=False, metadata={"help": "reuse a non-empty --out"})
+    reuse_runs: bool = field(default=False, metadata={"help": "with --overwrite: keep the runs in --out whose metrics.csv already holds "
+                                                              "--steps steps (same options assumed; e.g. after an interrupted invocation)"})
     out: str = field(default="runs/bf16-curves", metadata={"help": "run folder (new or empty)"})
 
 
@@ -124,6 +126,18 @@ def train_one(cfg: Bf16CurvesConfig, dtype: str, seed: int, out: Path) -> dict:
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return {"dtype": dtype, "seed": seed, "wall_s": wall, "cpu_s": cpu, "metrics": _read_metrics(out / "metrics.csv", METRICS)}
+
+
+def _completed(folder: Path, steps: int) -> dict | None:
+    """A finished run's record from its folder (metrics.csv with ``steps`` steps), else None."""
+    path = folder / "metrics.csv"
+    if not path.is_file():
+        return None
+    m = _read_metrics(path, METRICS)
+    if len(m["reward_mean"]) != steps:
+        return None
+    dtype, _, seed = folder.name.partition("_seed")
+    return {"dtype": dtype, "seed": int(seed), "wall_s": float("nan"), "cpu_s": float("nan"), "metrics": m, "reused": True}
 
 
 def compare(runs: list[dict]) -> dict:
@@ -216,7 +230,9 @@ def run(cfg: Bf16CurvesConfig) -> tuple[Path, dict]:
         runs = []
         jobs = [(s, d) for s in range(cfg.seeds) for d in DTYPES]  # alternate precisions so machine load hits both alike
         for s, d in tqdm(jobs, desc="bf16-curves runs", disable=not cfg.progress):
-            runs.append(train_one(cfg, d, s, out / f"{d}_seed{s}"))
+            folder = out / f"{d}_seed{s}"
+            done = _completed(folder, cfg.steps) if cfg.reuse_runs else None
+            runs.append(done if done is not None else train_one(cfg, d, s, folder))
         comp = compare(runs)
         comp["verdict"] = verdict(comp)
         g = _grpo_config(cfg, "float32", 0, out)

@@ -55,3 +55,7 @@ def test_tiny_run_writes_curves_summary_and_figure(tmp_path):
         assert s["mean_reward"][dt]["per_seed"] == [float(np.mean(s["curves"][f"{dt}/seed{i}"]["reward_mean"])) for i in (0, 1)]
     assert (out / "figures" / "bf16_curves.png").stat().st_size > 10_000
     assert not (out / "float32_seed0" / "checkpoints").exists()  # removed unless --keep-checkpoints
+    # an interrupted invocation: the finished runs are reused, the summary is the same
+    before = s["mean_reward"]
+    assert B.main(["--preset", "tiny", "--steps", "1", "--out", str(out), "--overwrite", "--reuse-runs"]) == 0
+    assert json.loads((out / "summary.json").read_text())["mean_reward"] == before
