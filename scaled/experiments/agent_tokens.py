@@ -56,6 +56,12 @@ action are easier to value). Held-out levels after training: success 0.169 vs 0.
 0.125 and 0.378): like the choice policy in ``agent-credit``, the small policy learns its training levels, not the game.
 A 20-step pilot (the preset first tried; 239 s) gave final success 0.525 vs 0.463 (+0.062 +- 0.100, p = 0.16).
 
+A larger action space (``polab run agent-tokens --env negotiation:max_count=5 --out runs/agent-tokens-mc5``, counts 1-5,
+up to 216 proposals; commit faec429, 904 s wall at load 18-22, 151 s CPU; budget 4,198 environment steps): final success
+``bad`` 0.384 +- 0.156, ``ppo-action`` 0.394 +- 0.104 (random 0.094), difference -0.009 +- 0.094 (p = 0.80); averaged over
+evaluations +0.006 +- 0.051 (p = 0.78); return 0.570 vs 0.580 (p = 0.75). No difference, and no sign that token-level
+credit helps more as the action space grows (the paper's argument) at this budget.
+
 Presets: ``cpu`` (default, sized to finish in about 15 minutes on a loaded 2-core machine),
 ``quick`` (a smoke run, seconds), ``gpu`` (more seeds and steps, a wider policy, ``--device cuda``;
 not run here).
