@@ -99,7 +99,13 @@ def test_lambda_one_first_token_is_the_action_advantage_and_last_token_when_valu
 
 
 def _adrl_poad_reference(spec, values, gamma, lam):
-    """Token GAE written as ADRL's ``batch_process_tppo`` loop (POAD branch), per episode, terminal at its end."""
+    """Token GAE written as ADRL's ``batch_process_tppo`` loop (POAD branch), per episode, terminal at its end.
+
+    ADRL ``mappo/utils/language_buffer.py`` (morning9393/ADRL@1a56809cdf861b1cac761554f370d9941b818c42): inside an action
+    ``delta = V(j+1) - V(j)``, ``gae = delta + lambda * gae`` (discount 1, the same lambda); on its last token
+    ``delta = r + gamma * V(next action's first token) * mask - V``, ``gae = delta + gamma * lambda * mask * gae``.
+    Our own loop following that recursion (not their code).
+    """
     out, k = [], 0
     rows = []
     for acts in spec:
