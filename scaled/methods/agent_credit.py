@@ -407,7 +407,9 @@ class BADCredit(CreditAssigner):
             v, tmask = self.critic(batch.steps)
         v, tmask = v.double().cpu(), tmask.double().cpu()
         rew, values, end, mask, where = token_layout(batch, v, tmask)
-        # episodes cut by the step limit are treated as ended (no bootstrap), as polab's control PPO does
+        # episodes cut by the step limit are treated as ended (no bootstrap), as polab's control PPO does. Inside an action the
+        # discount is 1 and lambda is lambda_ (bad_gae's default lambda_intra), as in the authors' POAD recursion:
+        # ADRL mappo/utils/language_buffer.py batch_process_tppo, morning9393/ADRL@1a56809cdf861b1cac761554f370d9941b818c42
         res = bad_gae(rew, values, end, mask, gamma=o.gamma, lambda_=o.lambda_, whiten=o.whiten)
         adv, ret = from_token_layout(res.advantages, where, tmask), from_token_layout(res.returns, where, tmask)
         self._targets = (ret, v, tmask)
