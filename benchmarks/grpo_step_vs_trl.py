@@ -22,7 +22,8 @@ scoring, then ``compute_loss`` and backward) followed by
 ``optimizer.step()``/``zero_grad()``; the Trainer's outer loop (logging,
 callbacks) is not timed, which favours TRL slightly.
 
-Precision: ``--dtype`` lists polab's precisions, each its own trainer measured
+Precision: ``--dtype`` lists polab's precisions (``bfloat16-weights``: ``--bf16-mode weights``, a bfloat16
+weight copy runs the training forward/backward with float32 master weights, no autocast casts), each its own trainer measured
 in every pair (default both: ``float32``, and ``bfloat16`` = float32 master
 weights and AdamW, training forward under autocast, rollouts from a bfloat16
 copy; ``tests/scaled/test_bf16.py`` bounds its difference from float32);
@@ -44,6 +45,11 @@ of one step of each framework (the largest resident set size during the
 step minus the size at its start, sampled every 5 ms). The last line is the
 median of the per-pair ratios polab/TRL for the faster polab precision.
 
+OpenMP: the benchmark sets ``OMP_WAIT_POLICY=PASSIVE`` before importing torch unless the environment
+sets it, as the ``polab`` command does (:mod:`polab.scaled.omp_env`); ``OMP_WAIT_POLICY= python
+benchmarks/grpo_step_vs_trl.py`` measures with the OpenMP runtime's default (spin, then sleep), and
+``benchmarks/omp_wait_policy.py`` runs the two side by side.
+
 ``--background-load N`` starts N busy processes first (each ``python -c
 "while True: pass"``, niceness 0: one core's worth of runnable load each,
 never sleeping), to measure both frameworks on a loaded machine; they are
@@ -61,19 +67,23 @@ on 2 quiet cores, not yet timed on one); loaded: ``--background-load 2``.
 
 from __future__ import annotations
 
-import argparse
-import atexit
-import math
-import os
-import statistics
-import subprocess
-import sys
-import tempfile
-import threading
-import time
+from polab.scaled.omp_env import apply_omp_wait_policy
 
-import numpy as np
-import torch
+apply_omp_wait_policy()  # OMP_WAIT_POLICY=PASSIVE unless set (OMP_WAIT_POLICY= for the runtime's default): before torch loads OpenMP
+
+import argparse  # noqa: E402
+import atexit  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 class FixedPuzzles:
@@ -106,10 +116,10 @@ def build_polab(puzzles, args, out):
     from polab.scaled.trainers.grpo import GRPOTrainer, config_from_preset
 
     cfg = config_from_preset(
-        "cpu-demo", task="kk", levels=(3,), prompts_per_step=args.prompts, samples_per_prompt=args.samples,
+        "cpu-demo", model=getattr(args, "model", None), task="kk", levels=(3,), prompts_per_step=args.prompts, samples_per_prompt=args.samples,
         max_new_tokens=args.max_new_tokens, lr=1e-6, steps=10**6, out=str(out), tensorboard=False, progress=False,
-        checkpoint_every=10**6, temperature=1.0, top_p=1.0, kl_coef=0.0, micro_batch_size=args.micro_batch, dtype=args.dtype,
-        adamw_impl=args.adamw,
+        checkpoint_every=10**6, temperature=1.0, top_p=1.0, kl_coef=0.0, micro_batch_size=args.micro_batch,
+        dtype=args.dtype.removesuffix("-weights"), bf16_mode="weights" if args.dtype.endswith("-weights") else "autocast", adamw_impl=args.adamw,
     )
     return GRPOTrainer(cfg, task=FixedPuzzles(puzzles))
 
@@ -242,8 +252,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--people", type=int, default=3)
     ap.add_argument("--micro-batch", type=int, default=8, help="responses per forward/backward in both frameworks (a multiple of --samples)")
-    ap.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"], choices=("float32", "bfloat16"),
-                    help="polab's precisions (GRPOConfig.dtype), each measured in every pair")
+    ap.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"], choices=("float32", "bfloat16", "bfloat16-weights"),
+                    help="polab's precisions (GRPOConfig.dtype), each measured in every pair; bfloat16 is --bf16-mode autocast, "
+                         "bfloat16-weights --dtype bfloat16 --bf16-mode weights")
     ap.add_argument("--adamw", default="fused", choices=("default", "foreach", "fused"), help="polab's AdamW kernel (GRPOConfig.adamw_impl)")
     ap.add_argument("--trl-dtype", default="float32", choices=("float32", "bfloat16"), help="TRL's precision (bf16=True for bfloat16)")
     ap.add_argument("--rollout-reps", type=int, default=1, help="alternating (polab sampler, generate) rollouts on one batch")
@@ -263,14 +274,14 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     puzzles = [generate_puzzle(args.people, rng=rng) for _ in range(args.prompts)]
     dtypes = list(dict.fromkeys(args.dtype))
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bfloat16-weights": torch.bfloat16}
     with tempfile.TemporaryDirectory() as tmp:
         polabs = {dt: build_polab(puzzles, argparse.Namespace(**{**vars(args), "dtype": dt}), f"{tmp}/polab-{dt}") for dt in dtypes}
         trl_step = build_trl(puzzles, args, f"{tmp}/trl")
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (cores available {len(os.sched_getaffinity(0))}), "
               f"{args.prompts} prompts x {args.samples} samples, {args.max_new_tokens} new tokens, micro-batch {args.micro_batch}; "
               f"polab {' and '.join(dtypes)} (AdamW {args.adamw}), TRL {args.trl_dtype}; background load {args.background_load} busy processes; "
-              f"load1 {load1():.2f}", flush=True)
+              f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset (runtime default)')}; load1 {load1():.2f}", flush=True)
         rates = {dt: gemm_rate(torch_dtype[dt]) for dt in dtypes}
         print("measured GEMM rate ([2048x576]@[576x1536], torch's threads): " + ", ".join(f"{dt} {r:.1f} GFLOP/s" for dt, r in rates.items())
               + f" (load1 {load1():.2f})", flush=True)
