@@ -39,8 +39,35 @@ half-width over seeds):
 
 Verdict at this budget: on the mixed, low-quality replay data of InvertedPendulum, both dataset-aware regularisers
 beat plain behaviour cloning consistently (the papers' claim for mixed data, seen here); on Hopper's narrow medium
-data TD3+BC is far ahead after 2,000 steps; nothing here speaks to the papers' 1M-step numbers. The policy-guided
-diffusion arm (TD3+BC on synthetic data) is not implemented.
+data TD3+BC is far ahead after 2,000 steps; nothing here speaks to the papers' 1M-step numbers.
+
+Policy-guided diffusion (opt-in arm ``td3bc-pgd``, :mod:`polab.scaled.methods.offline_pgd`: TD3+BC on 240/256
+synthetic + 16/256 real transitions per minibatch; an EDM MLP denoiser over 4-transition windows, 5,000 steps; 4,096
+windows regenerated every ``--pgd-refresh-every`` 500 gradient steps with the current actor as the guide,
+``--pgd-guidance-coeff`` 0.1; the first set unguided). Measured 2026-12-04, cpu preset, same seeds as TD3+BC, load
+average 11-22 (the runs got ~14% of a core each on average):
+
+- ``polab run offline-mujoco --datasets invertedpendulum-medium-replay hopper-medium-replay --algorithms td3bc td3bc-pgd
+  --workers 2 --out runs/offline_mujoco_pgd`` (3 seeds; 36 min wall, 307 CPU s) and ``polab run offline-mujoco
+  --datasets invertedpendulum-medium-replay --algorithms td3bc td3bc-pgd --seed 3 --seeds 3 --workers 2 --out
+  runs/offline_mujoco_pgd_s345`` (td3bc-pgd alone: 16 min wall, 133 CPU s; TD3+BC's seeds 3-5 are bit-identical to
+  ``runs/offline_mujoco_ip_mr_s345``), pooled with :func:`pooled_summary`: invertedpendulum-medium-replay, 6 seeds:
+  TD3+BC 10.7 +- 2.4, TD3+BC-PGD 25.1 +- 8.2, better in 6 of 6 paired seeds (+14.4, exact sign-flip p = 0.031);
+  hopper-medium-replay, 3 seeds: TD3+BC 14.4 +- 0.9, TD3+BC-PGD 14.0 +- 0.3 (-0.4, lower in 3 of 3, p = 0.25; every
+  run of both returns ~39, the hopper falls at once). A PGD run's extra work (denoiser fit, 4 synthetic sets) took
+  5-8 min of its wall (``pgd_time_s``) at this load; the gradient-step rates are not comparable across these runs (the
+  load rose from 11 to 22 while they ran).
+- Synthetic-data fidelity (``synth_dynamics_error``: one-step MuJoCo error of synthetic transitions over the data's
+  mean state change): InvertedPendulum 0.06 unguided, 0.12-0.13 guided (seeds 3-5); Hopper 0.65 unguided (``polab
+  train offline --dataset hopper-medium-replay --method td3bc-pgd --hidden 64 --steps 1 --grad-steps-per-step 500
+  --td3bc-pgd.refresh-every 500``, seed 0's denoiser): at this denoiser budget the Hopper windows are not physically
+  consistent, a plausible (untested) reason for no gain there.
+
+Verdict for PGD at this budget: on InvertedPendulum medium-replay TD3+BC on mostly synthetic data beats TD3+BC on the
+real data in every paired seed; on Hopper medium-replay no difference. Not separated here: how much of the gain is
+the policy guidance rather than the synthetic data itself (which, built from windows of 4, also leaves out the
+episodes shorter than 4 steps, i.e. many immediate failures of that replay data); the test is the same arm with
+``--pgd-guidance-coeff 0`` (unguided diffusion, the paper's own ablation).
 """
 
 from __future__ import annotations
