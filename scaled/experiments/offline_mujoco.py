@@ -55,7 +55,7 @@ average 11-22 (the runs got ~14% of a core each on average):
   TD3+BC 10.7 +- 2.4, TD3+BC-PGD 25.1 +- 8.2, better in 6 of 6 paired seeds (+14.4, exact sign-flip p = 0.031);
   hopper-medium-replay, 3 seeds: TD3+BC 14.4 +- 0.9, TD3+BC-PGD 14.0 +- 0.3 (-0.4, lower in 3 of 3, p = 0.25; every
   run of both returns ~39, the hopper falls at once). A PGD run's extra work (denoiser fit, 4 synthetic sets) took
-  5-8 min of its wall (``pgd_time_s``) at this load; the gradient-step rates are not comparable across these runs (the
+  6-10 min of its wall (``pgd_time_s``) at this load; the gradient-step rates are not comparable across these runs (the
   load rose from 11 to 22 while they ran).
 - Synthetic-data fidelity (``synth_dynamics_error``: one-step MuJoCo error of synthetic transitions over the data's
   mean state change): InvertedPendulum 0.06 unguided, 0.12-0.13 guided (seeds 3-5); Hopper 0.65 unguided (``polab

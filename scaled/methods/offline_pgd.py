@@ -59,7 +59,9 @@ class TD3BCPGD(TD3BCLoss):
             "help": "policy guidance coefficient c (authors' CLI default 0 = unguided; paper value unconfirmed)"})
         cosine_coeff: float = field(default=0.3, metadata={"help": "cosine term of the guidance schedule (authors 0.3)"})
         policy_sigma: float = field(default=1.0, metadata={
-            "help": "std of the Gaussian around the actor's action, x max_action (authors: 1 with det_guidance)"})
+            "help": "std of the Gaussian around the actor's action, x max_action (authors: 1 with det_guidance); the "
+                    "normalised guidance step makes its value cancel (an isotropic Gaussian's gradient direction does "
+                    "not depend on it)"})
         sample_steps: int = field(default=64, metadata={"help": "EDM noise levels when sampling (authors 256)"})
         denoiser_steps: int = field(default=5000, metadata={"help": "denoiser training steps"})
         denoiser_hidden: int = field(default=256, metadata={"help": "denoiser MLP width"})

@@ -292,6 +292,8 @@ def policy_guidance(policy: Callable[[torch.Tensor], torch.Tensor], layout: Wind
     units); it sees the unnormalised *noisy* states, held fixed (the gradient is taken through the action channels
     only, zero elsewhere), as in the authors' ``_compute_action_guidance`` with ``det_guidance`` (their sigma is 1 in
     actions of range [-1, 1]). Built with the core's :func:`~polab.estimators.diffusion_guidance.log_prob_gradient`.
+    The gradient scales as :math:`1/\sigma_\pi^2` with a fixed direction, so under the authors' normalised step
+    (:func:`sample_windows`) the value of ``policy_sigma`` cancels; it matters only to unnormalised uses.
     """
     if not policy_sigma > 0:
         raise ValueError(f"policy_sigma must be positive; got {policy_sigma!r}.")

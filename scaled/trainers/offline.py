@@ -6,6 +6,7 @@
     polab train offline --dataset hopper-medium --method td3bc --steps 40 --out runs/hopper_td3bc
     polab train offline --dataset hopper-medium --method prdc --prdc.beta 2.0
     polab train offline --dataset hopper-medium --method a2pr --a2pr.mask 0.4
+    polab train offline --dataset invertedpendulum-medium-replay --method td3bc-pgd --td3bc-pgd.guidance-coeff 0.1
 
 The critic is TD3's (:class:`polab.scaled.control.td3.TD3Learner`: twin Q, clipped double-Q target with target
 policy smoothing, soft targets, delayed actor), shared by every method; the actor loss is the registered method

@@ -206,6 +206,11 @@ def test_training_and_sampling_are_deterministic_given_the_seed():
     draw = lambda seed: S.sample_windows(a, 50, layout=layout, normalizer=norm, guidance=guide, guidance_coeff=0.2,  # noqa: E731
                                          steps=8, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
+    # the normalised guidance step makes policy_sigma cancel (gradient ~ 1 / sigma^2, same direction)
+    guide2 = S.policy_guidance(lambda s: 0.5 * s, layout, norm, max_action=1.0, policy_sigma=0.3)
+    again = S.sample_windows(a, 50, layout=layout, normalizer=norm, guidance=guide2, guidance_coeff=0.2, steps=8,
+                             generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(again, draw(1), atol=1e-5)  # float32 round-off of the division by the norm
     assert draw(1).shape == (50, 5)
 
 
