@@ -31,15 +31,39 @@ half-width over seeds):
   sign-flip p = 0.031 each, the smallest p 6 seeds allow).
 - ``polab run offline-mujoco --datasets hopper-medium hopper-medium-replay --workers 2 --out
   runs/offline_mujoco_hopper`` (3 seeds, 35 min): hopper-medium (behaviour 79.2): TD3+BC 77.6 +- 0.8, PRDC
-  13.7 +- 0.3, A2PR 13.7 +- 0.3 (both fall at once, return ~38, in every seed, while TD3+BC's actor reproduces the
-  behaviour; why, e.g. A2PR's hopper mask 0.4 weakening the regulariser or PRDC's nearest pairs coming from other
-  states, was not investigated); hopper-medium-replay (behaviour 6.3): TD3+BC
+  13.7 +- 0.3, A2PR 13.7 +- 0.3; hopper-medium-replay (behaviour 6.3): TD3+BC
   14.4 +- 0.9, PRDC 15.8 +- 8.5, A2PR 13.6 +- 0.7 (no difference). PRDC's exact KD-tree search over the 50k
   hopper-medium keys took 0.3-0.65 s per actor step on the loaded machine (``time_nn_s``), its main cost on CPU.
+- Why PRDC and A2PR score the same 13.7 on hopper-medium (``scripts/offline_diagnose.py``, seed 0 unless stated; no
+  bug found: the losses, the constraint keys over normalised states, the VAE and value updates and the evaluation
+  match the authors' code): every episode of this data is one ~86-step hop (return ~171); a policy that misjudges it
+  falls at step 23-24 (return 36-38, score 13.3-13.8), whichever method made it, and TD3+BC's own actor sits in that
+  mode at 500, 1,000 and 1,500 gradient steps (returns 39.6, 38.8, 41.6) before it reaches the hop at 2,000 (168.9;
+  120.6 at 6,000). At 2,000 steps the critic is far from converged (Q(s,a) ~10 against the data's discounted
+  return 71). With the authors' loose settings the actor follows its errors out of the data: PRDC (beta 2; nearest
+  pairs come from neighbouring states of the 580 near-identical episodes, distance ~0.6) and A2PR (hopper mask 0.4)
+  drive the first action to the tanh bound -1 on 47% / 67% of dataset states (data 1%, TD3+BC 5%) with
+  Q(s,pi) - Q(s,a) at +1.8 / +2.0 (TD3+BC +1.1); A2PR continued falls at step 7 from 5,000 steps on, Q(s,a) 108 > 71
+  at 7,000 (overestimation). A hyper-parameter x budget effect: at the same 2,000 steps, A2PR with mask 1.0 scores
+  78.7 / 77.9 / 78.2 (seeds 0 / 1 / 2; ``--option mask=1.0``) and PRDC with beta 10 (pairs from the state itself)
+  77.2 / 78.3 / 77.7 (``--option beta=10``), TD3+BC's level; PRDC at the authors' width (``--hidden 256``) does not
+  saturate, scores 77.6 at 500 steps and decays to 25.0 at 2,000. Those figures are 3-5 episodes each (not the
+  10-episode final evaluation).
+- ``... --datasets walker2d-medium halfcheetah-medium --algorithms td3bc a2pr --workers 2 --out
+  runs/offline_mujoco_hc_w2d_medium2`` (32 min, load 13-22) and ``... --datasets walker2d-medium-replay --workers 2
+  --out runs/offline_mujoco_w2d_mr`` (30 min): walker2d-medium (behaviour 47.6): TD3+BC 85.3 +- 118.7 (140.4, 56.1,
+  59.2), A2PR 50.7 +- 16.1 (lower in 3/3 seeds, p = 0.25); halfcheetah-medium (behaviour 44.7): TD3+BC -9.7 +- 20.2,
+  A2PR -29.2 +- 8.9 (3/3 lower, p = 0.25): both far below the data at 2,000 steps with alpha 40 / 2.5;
+  walker2d-medium-replay (behaviour 0.6, 7,383 transitions): TD3+BC 100.3 +- 29.8, PRDC 91.9 +- 69.8 (p = 0.75),
+  A2PR 48.4 +- 18.8 (3/3 lower, p = 0.25). Walker2d's expert reference (303.8) is a weak CPU-budget policy, hence
+  scores above 100. Cut for time: PRDC on the 50k-transition medium sets (its exact search over 23-dimensional keys
+  took 2-9 s per actor step at load 15-20, i.e. 0.7 gradient steps/s: about an hour per run) and
+  halfcheetah-medium-replay (only TD3+BC seed 0 ran: 19.7).
 
 Verdict at this budget: on the mixed, low-quality replay data of InvertedPendulum, both dataset-aware regularisers
 beat plain behaviour cloning consistently (the papers' claim for mixed data, seen here); on Hopper's narrow medium
-data TD3+BC is far ahead after 2,000 steps; nothing here speaks to the papers' 1M-step numbers.
+data TD3+BC is far ahead after 2,000 steps with the authors' Hopper settings, not with A2PR mask 1.0 or PRDC beta 10;
+nothing here speaks to the papers' 1M-step numbers.
 
 Policy-guided diffusion (opt-in arm ``td3bc-pgd``, :mod:`polab.scaled.methods.offline_pgd`: TD3+BC on 240/256
 synthetic + 16/256 real transitions per minibatch; an EDM MLP denoiser over 4-transition windows, 5,000 steps; 4,096
