@@ -56,6 +56,16 @@ action are easier to value). Held-out levels after training: success 0.169 vs 0.
 0.125 and 0.378): like the choice policy in ``agent-credit``, the small policy learns its training levels, not the game.
 A 20-step pilot (the preset first tried; 239 s) gave final success 0.525 vs 0.463 (+0.062 +- 0.100, p = 0.16).
 
+Ten seeds (``nice -n 10 polab run agent-tokens --seeds 10 --out runs/agent-tokens-10``, commit 031f8c4, 955 s wall at load
+4-19, 245 s CPU; decided after the 5-seed result above, so read it as a follow-up, not an independent test: seeds 0-4 are
+the same runs, reproduced bit for bit): final success ``bad`` 0.683 +- 0.060, ``ppo-action`` 0.645 +- 0.052; difference
++0.037 +- 0.030 (paired t p = 0.020, sign-flip p = 0.031; per seed 0, 0, +.094, +.109, +.047, 0, -.016, +.047, +.047,
++.047); averaged over evaluations +0.020 +- 0.016 (p = 0.017); at the common budget +0.047 +- 0.060 (p = 0.11). Return:
+0.615 vs 0.620, difference -0.006 +- 0.024 (p = 0.60). Verdict with 10 seeds: token-level credit (BAD) reaches the
+*optimal* deal significantly more often than action-level PPO at equal environment steps, by a small margin (about 4
+points of 64%), while the mean return is the same: the token critic helps pick the exactly right numbers, not better
+deals on average. Held-out levels: 0.178 vs 0.186 (no generalisation either way).
+
 A larger action space (``polab run agent-tokens --env negotiation:max_count=5 --out runs/agent-tokens-mc5``, counts 1-5,
 up to 216 proposals; commit faec429, 904 s wall at load 18-22, 151 s CPU; budget 4,198 environment steps): final success
 ``bad`` 0.384 +- 0.156, ``ppo-action`` 0.394 +- 0.104 (random 0.094), difference -0.009 +- 0.094 (p = 0.80); averaged over
