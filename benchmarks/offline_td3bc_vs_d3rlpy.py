@@ -31,7 +31,7 @@ figures while each arm ran):
 - ``--dataset hopper-medium --steps 500 --repeats 3`` at load 17-22 (20 min wall): ratios 4.37, 1.62, 0.73
   (polab 8.3 / 4.3 / 6.1, d3rlpy 1.9 / 2.6 / 8.3 grad steps/s): at that load each arm's rate is set by what the
   other tenants do while it runs, and the ratio means nothing.
-- the same at load 3.3-4.4 (40 s wall): ratios 1.64, 1.60, 1.52 (median 1.60; polab 135-145, d3rlpy 88-91 grad
+- the same at load 3.3-4.4 (under 2 min wall): ratios 1.64, 1.60, 1.52 (median 1.60; polab 135-145, d3rlpy 88-91 grad
   steps/s).
 - ``--steps 2000 --repeats 3`` at load 2.3-6.4 (4.4 min wall): ratios 1.81, 1.51, 1.47 (median 1.51; polab 140.5 /
   51.9 / 51.7, d3rlpy 77.6 / 34.4 / 35.3 grad steps/s; the drop after the first pair is the load rising from 2.3
