@@ -23,7 +23,7 @@ MAIN_OUT := runs/main-$(shell date +%Y%m%d-%H%M%S)
 endif
 main: setup
 	$(VENV)/bin/polab run main-demo --out $(MAIN_OUT)
-	ln -sfn $(abspath $(MAIN_OUT)) runs/main-latest
+	mkdir -p runs && ln -sfn $(abspath $(MAIN_OUT)) runs/main-latest
 
 # The full test suite (exactly what CI runs).
 test: setup

@@ -123,9 +123,11 @@ def bad_gae(rewards, values, action_end, mask, *, gamma: float, lambda_: float, 
     Notes
     -----
     The backup (discount 1 and no reward inside an action) is the paper's
-    eq. 6-7. How POAD sets :math:`\lambda` between intra-action tokens was
-    not confirmed from the paper or ADRL; ``lambda_intra`` makes the choice
-    explicit.
+    eq. 6-7. Between the tokens of one action the authors' POAD recursion
+    uses discount 1 and the same :math:`\lambda` as across actions (ADRL,
+    ``mappo/utils/language_buffer.py``, ``batch_process_tppo``,
+    morning9393/ADRL@1a56809cdf861b1cac761554f370d9941b818c42): the default
+    ``lambda_intra=None`` is that choice; ``lambda_intra`` exposes it.
     """
     mf, ef = _check_action_end(action_end, mask)
     r = as_tensor(rewards, name="rewards")

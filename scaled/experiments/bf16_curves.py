@@ -13,7 +13,11 @@ so the curves are compared as two samples of training runs, not as one
 trajectory.
 
 Measures (bfloat16 minus float32, paired over seeds): the run's mean training
-reward and mean loss over all steps, and the last step's reward; 95% t
+reward, mean loss and mean gradient norm over all steps, and the last step's
+reward. (With one epoch of one mini-batch the update is on-policy, the ratio is
+1 in value and the loss equals minus the token-mean advantage: the loss curve
+then follows the rewards, and the gradient norm is the curve that shows the
+precision.) 95% t
 interval and paired t / Wilcoxon tests (:func:`polab.scaled.experiments.main_demo.paired_tests`).
 The per-step agreement of one loss and gradient is a separate, exact-input check:
 ``tests/scaled/test_bf16.py`` bounds the relative error of log-probabilities,
@@ -148,7 +152,7 @@ def compare(runs: list[dict]) -> dict:
     stats = {"mean_reward": lambda m: float(np.nanmean(m["reward_mean"])), "last_reward": lambda m: float(m["reward_mean"][-1]),
              "mean_accuracy": lambda m: float(np.nanmean(m["accuracy"])), "mean_loss": lambda m: float(np.nanmean(m["loss"])),
              "mean_abs_loss": lambda m: float(np.nanmean(np.abs(m["loss"]))),
-             "step_s": lambda m: float(np.nanmedian(m["time_step_s"]))}
+             "mean_grad_norm": lambda m: float(np.nanmean(m["grad_norm"])), "step_s": lambda m: float(np.nanmedian(m["time_step_s"]))}
     for name, f in stats.items():
         b, a = [f(by[("bfloat16", s)]) for s in seeds], [f(by[("float32", s)]) for s in seeds]
         out[name] = {"bfloat16": dict(zip(("mean", "lo", "hi"), mean_t_interval(b)), per_seed=b),
@@ -178,8 +182,10 @@ def plot_curves(path: Path, runs: list[dict], comp: dict, *, title: str = "") ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds = comp["seeds"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
-    for ax, key, ylab in ((axes[0], "reward_mean", "training batch reward (mean over responses)"), (axes[1], "loss", "PPO-clip loss")):
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.8), constrained_layout=True)
+    for ax, key, ylab in ((axes[0], "reward_mean", "training batch reward (mean over responses)"),
+                          (axes[1], "loss", "PPO-clip loss (on-policy: -token-mean advantage)"),
+                          (axes[2], "grad_norm", "gradient norm before clipping")):
         for i, dtype in enumerate(DTYPES):
             Y = np.array([r["metrics"][key] for s in seeds for r in runs if r["dtype"] == dtype and r["seed"] == s], dtype=np.float64)
             st = np.arange(1, Y.shape[1] + 1)
@@ -194,8 +200,8 @@ def plot_curves(path: Path, runs: list[dict], comp: dict, *, title: str = "") ->
         ax.set_ylabel(ylab)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    ax = axes[2]
-    names = [("mean_reward", "mean reward"), ("last_reward", "last-step reward"), ("mean_loss", "mean loss")]
+    ax = axes[3]
+    names = [("mean_reward", "mean reward"), ("last_reward", "last-step reward"), ("mean_loss", "mean loss"), ("mean_grad_norm", "mean grad norm")]
     for j, (k, lab) in enumerate(names):
         c = comp[k]
         d = np.array(c["bfloat16"]["per_seed"]) - np.array(c["float32"]["per_seed"])
