@@ -11,15 +11,15 @@ import pytest
 from polab.scaled.experiments import bf16_curves as B
 
 
-def _fake(dtype, seed, reward, loss):
+def _fake(dtype, seed, reward, loss, grad_norm=None):
     n = len(reward)
     return {"dtype": dtype, "seed": seed, "metrics": {"reward_mean": list(reward), "loss": list(loss), "accuracy": list(reward),
-                                                       "time_step_s": [1.0] * n}}
+                                                       "grad_norm": list(grad_norm or [1.0] * n), "time_step_s": [1.0] * n}}
 
 
 def test_compare_pairs_by_seed_with_hand_computed_values():
     # seed 0: bf16 mean reward 0.5 vs f32 0.25 (+0.25); seed 1: 0.25 vs 0.5 (-0.25); seed 2: 1.0 vs 0.5 (+0.5)
-    runs = [_fake("float32", 0, [0.0, 0.5], [1.0, 1.0]), _fake("bfloat16", 0, [0.5, 0.5], [1.0, 2.0]),
+    runs = [_fake("float32", 0, [0.0, 0.5], [1.0, 1.0]), _fake("bfloat16", 0, [0.5, 0.5], [1.0, 2.0], [1.0, 3.0]),
             _fake("float32", 1, [0.5, 0.5], [0.0, 0.0]), _fake("bfloat16", 1, [0.0, 0.5], [0.0, 0.0]),
             _fake("float32", 2, [0.5, 0.5], [2.0, 2.0]), _fake("bfloat16", 2, [1.0, 1.0], [2.0, 2.0])]
     c = B.compare(runs)
@@ -31,6 +31,9 @@ def test_compare_pairs_by_seed_with_hand_computed_values():
     h = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
     assert math.isclose(r["lo"], d.mean() - h, rel_tol=1e-12) and math.isclose(r["hi"], d.mean() + h, rel_tol=1e-12)
     assert math.isclose(c["mean_loss"]["bf16_minus_f32"]["mean_difference"], 0.5 / 3, rel_tol=1e-12)  # only seed 0 differs, by 0.5
+    # gradient norm: every run 1.0 except bf16 seed 0's second step (3.0): mean differences (1, 0, 0)
+    g = c["mean_grad_norm"]["bf16_minus_f32"]
+    assert math.isclose(g["mean_difference"], 1 / 3, rel_tol=1e-12) and c["mean_grad_norm"]["bfloat16"]["per_seed"] == [2.0, 1.0, 1.0]
     assert c["last_reward"]["bf16_minus_f32"]["wins"] == 1  # seed 2 (+0.5); seeds 0, 1 tie at 0.5
     assert "no difference resolved" in B.verdict(c)
 
