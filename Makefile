@@ -38,5 +38,7 @@ bench: setup
 	OMP_NUM_THREADS=1 $(VPY) benchmarks/tppo_wallclock.py
 	$(VPY) benchmarks/text_env_steps.py
 	OMP_NUM_THREADS=1 $(VPY) benchmarks/agent_rollout_vs_generate.py
+	$(VPY) benchmarks/grpo_step_profile.py --steps 1
+	$(VPY) benchmarks/omp_wait_policy.py --repeats 1
 	if [ -x .venv-peers/bin/python ]; then $(VPY) benchmarks/offline_td3bc_vs_d3rlpy.py; \
 	else echo "offline_td3bc_vs_d3rlpy: skipped (the peers' venv .venv-peers is absent)"; fi

@@ -187,6 +187,7 @@ def main(argv=None) -> int:
                     pt.close()
                 per_step[mode].append((dict(pt.t), dict(pt.n), phase_flops(tr, seen[mode].batch, args.samples), l0))
         first = args.mode[0]
+        floor_ratio = {}
         for mode, tr in trainers.items():
             rate, steps = rates[mode], per_step[mode]
             t = {k: statistics.median(s[0].get(k, 0.0) for s in steps) for k in steps[0][0]}
@@ -200,6 +201,7 @@ def main(argv=None) -> int:
             print(f"\n== {mode}: step {step:.2f} s (median of {args.steps}: {each}; load1 at starts "
                   f"{', '.join(f'{s[3]:.1f}' for s in steps)}), GEMM rate {rate:.1f} GFLOP/s, FLOP floor {sum(fl.values()) / rate / 1e9:.2f} s, "
                   f"step = {step / (sum(fl.values()) / rate / 1e9):.2f} x floor{vs}", flush=True)
+            floor_ratio[mode] = step / (sum(fl.values()) / rate / 1e9)
             order = ["rollout prefill", "rollout decode", "training forward", "training backward", "gradient cast+accumulate",
                      "optimizer step", "weight copy refresh"]
             accounted = 0.0
@@ -230,6 +232,8 @@ def main(argv=None) -> int:
                           f"(eager median {eager:.2f} s); step {pt.t['step']:.2f} s; load1 {os.getloadavg()[0]:.1f}", flush=True)
                 tr.model = tr.logprob_module
     print(f"uptime load average {os.getloadavg()}")
+    # the last line: the ratio (step time / FLOP floor at the measured GEMM rate), as every benchmark ends
+    print("step / FLOP floor: " + ", ".join(f"{m} {r:.2f}" for m, r in floor_ratio.items()))
     return 0
 
 

@@ -50,6 +50,9 @@ class RolloutBatch:
     #: [batch, T] the rollout engine's own log-probabilities of the sampled tokens (vLLM), for the truncated
     #: importance-sampling correction; None when the trainer's model sampled them
     rollout_logp: torch.Tensor | None = None
+    #: [batch, T] log-probabilities of the sampled tokens recorded by polab's own sampler while it decoded
+    #: (``sample_rollouts(logprob_temperature=...)``; 0 off the response mask); None unless asked for
+    sample_logp: torch.Tensor | None = None
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -125,6 +128,7 @@ def sample_rollouts(
     temperature: float = 1.0,
     top_p: float = 1.0,
     system_prompt: str | None = None,
+    logprob_temperature: float | None = None,
 ) -> RolloutBatch:
     """Sample ``samples_per_prompt`` responses per prompt, sharing each prompt's forward pass.
 
@@ -136,11 +140,20 @@ def sample_rollouts(
     ``max_new_tokens``. Responses ``i*G ... (i+1)*G - 1`` answer prompt ``i``.
 
     ``generator`` must live on the model's device (a CPU generator for a CPU model).
+
+    ``logprob_temperature`` (optional): also record, from the logits the decoder already has,
+    log softmax(logits / logprob_temperature) at each sampled token, in ``sample_logp`` [batch, T]
+    (0 off the response mask). It equals :func:`token_logprobs` of the finished batch at that
+    temperature up to float32 summation order (the KV-cache path adds the same terms in another
+    order; tested), and saves that second forward pass. It may differ from ``temperature``: a
+    greedy rollout (tiny sampling temperature) still reports the policy's log-probabilities.
     """
     if samples_per_prompt < 1 or max_new_tokens < 1:
         raise ValueError("samples_per_prompt and max_new_tokens must be >= 1.")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for sampling; got {temperature}.")
+    if logprob_temperature is not None and not logprob_temperature > 0:
+        raise ValueError(f"logprob_temperature must be > 0 (or None: not recorded); got {logprob_temperature}.")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1]; got {top_p}.")
     device = next(model.parameters()).device
@@ -160,13 +173,17 @@ def sample_rollouts(
         pos = mask.sum(dim=1, keepdim=True)  # next position of each sequence
         n = mask.shape[0]
         finished = torch.zeros(n, dtype=torch.bool, device=device)
-        tokens = []
+        tokens, lps = [], []
         for _ in range(max_new_tokens):
             probs = _top_p_filter(torch.softmax(logits / temperature, dim=-1), top_p)
             tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             tok = torch.where(finished, torch.full_like(tok, tokenizer.pad_token_id), tok)
             live = ~finished
             tokens.append(tok)
+            if logprob_temperature is not None:  # live rows' token (EOS included); finished rows' pad -> 0
+                lt = logits / logprob_temperature
+                lp = lt.gather(1, tok[:, None]).squeeze(1) - torch.logsumexp(lt, dim=-1)
+                lps.append(torch.where(live, lp, torch.zeros_like(lp)))
             finished = finished | (tok == tokenizer.eos_token_id)
             if bool(finished.all()) or len(tokens) == max_new_tokens:
                 break
@@ -178,7 +195,10 @@ def sample_rollouts(
     finally:
         model.train(was_training)
     resp = torch.stack(tokens, dim=1)
-    return _finish_batch(tokenizer, p_ids.repeat_interleave(G, dim=0), p_mask.repeat_interleave(G, dim=0), resp)
+    batch = _finish_batch(tokenizer, p_ids.repeat_interleave(G, dim=0), p_mask.repeat_interleave(G, dim=0), resp)
+    if logprob_temperature is not None:
+        batch.sample_logp = torch.stack(lps, dim=1) * batch.response_mask.to(lps[0].dtype)
+    return batch
 
 
 class PrefixSharedLogprobs(torch.nn.Module):

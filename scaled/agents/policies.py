@@ -304,12 +304,11 @@ class LLMPolicy:
 
         prompts = [self.prompt(c) for c in contexts]
         temp = 1e-4 if greedy else self.temperature
+        # the reply's log-probability at the policy's temperature comes from the sampler's own logits (no second forward
+        # pass over prompt + reply: that pass was half of the agent rollout's time); the update recomputes it with gradients
         batch = sample_rollouts(self.model, self.tokenizer, prompts, samples_per_prompt=1, max_new_tokens=self.max_new_tokens,
-                                generator=generator, temperature=temp, system_prompt=self.SYSTEM)
-        with torch.no_grad():
-            from ..rollout import token_logprobs
-
-            lp = token_logprobs(self.model, batch.input_ids, batch.attention_mask, batch.prompt_length, temperature=self.temperature)
+                                generator=generator, temperature=temp, system_prompt=self.SYSTEM, logprob_temperature=self.temperature)
+        lp = batch.sample_logp
         out = []
         P = batch.prompt_length
         for i, c in enumerate(contexts):

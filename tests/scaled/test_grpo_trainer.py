@@ -69,6 +69,31 @@ def test_sampler_respects_generator_and_masks_after_eos():
         sample_rollouts(m.model, m.tokenizer, ["hi"], generator=None, **kw)
 
 
+def test_sampler_records_its_own_logprobs_equal_to_a_full_forward():
+    """``sample_logp`` (from the decoder's logits) = token_logprobs of the finished batch, at the sampling temperature and at
+    another one (a greedy rollout still reports the policy's log-probabilities); zero off the response mask."""
+    from polab.scaled.models import load_model
+
+    m = load_model("tiny-llama", seed=3)
+    prompts = ["Compute 1 + 2.", "A longer prompt, so the batch is left-padded."]
+    for t_sample, t_lp in ((1.0, 1.0), (0.7, 1.3), (1e-4, 1.0)):
+        b = sample_rollouts(m.model, m.tokenizer, prompts, samples_per_prompt=3, max_new_tokens=7,
+                            generator=torch.Generator().manual_seed(0), temperature=t_sample, logprob_temperature=t_lp)
+        plain = sample_rollouts(m.model, m.tokenizer, prompts, samples_per_prompt=3, max_new_tokens=7,
+                                generator=torch.Generator().manual_seed(0), temperature=t_sample)
+        assert torch.equal(b.input_ids, plain.input_ids) and plain.sample_logp is None  # recording does not change the draw
+        mask = b.response_mask.bool()
+        assert b.sample_logp.shape == mask.shape and torch.all(b.sample_logp[~mask] == 0) and torch.all(b.sample_logp[mask] < 0)
+        with torch.no_grad():
+            full = token_logprobs(m.model, b.input_ids, b.attention_mask, b.prompt_length, temperature=t_lp)
+        # float32, the KV-cache decode and the full forward add the same terms in different orders (values ~1-10):
+        # a few ulps times the reduction length, inside 1e-4 absolute (as the shared-prefix test above)
+        torch.testing.assert_close(b.sample_logp[mask], full[mask], rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="logprob_temperature"):
+        sample_rollouts(m.model, m.tokenizer, ["hi"], samples_per_prompt=1, max_new_tokens=2, generator=torch.Generator(),
+                        logprob_temperature=0.0)
+
+
 def test_top_p_filter_hand_example():
     p = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     # nucleus 0.7: 0.5 alone is below 0.7, so 0.5 and 0.3 are kept -> (0.625, 0.375, 0, 0)
