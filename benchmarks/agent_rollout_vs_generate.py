@@ -27,6 +27,11 @@ sampler / generate 0.935; agent rollout / generate 0.524 (wall), 0.532 (CPU). Th
 seed, same distribution). The rollout's gap is mostly ``LLMPolicy.act``'s second forward pass over prompt + reply for the
 log-probabilities (the sampler's own logits could supply them). Under load 21 the same command gave 0.303 by wall clock and
 0.500 by CPU time (1,297 s wall): compare the CPU figures on a busy machine.
+
+After that second pass was removed (the reply's log-probabilities now come from the sampler's logits,
+``sample_rollouts(logprob_temperature=...)``; 2026-12-04, quiet machine, load average 0.8-0.9, 50 s): agent rollout 29.5
+tokens/s, polab sampler 28.1, ``generate`` 28.1 (the same 468 tokens); sampler / generate 1.003; **agent rollout /
+generate 1.052** (wall), 1.054 (CPU). The agent rollout drew 485 tokens (its prompts differ after the first turn).
 """
 
 from __future__ import annotations
