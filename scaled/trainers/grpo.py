@@ -109,6 +109,11 @@ class GRPOConfig(TrainerConfig):
                                                                  "master gradients, AdamW steps the float32 master weights, the copy is refreshed after "
                                                                  "each optimizer step: no per-product casts; single process)",
                                                          "choices": ("autocast", "weights")})
+    compile: bool = field(default=False, metadata={"help": "torch.compile(dynamic=True) the training log-probability module (inductor). "
+                                                        "Pays only on long runs: on SmolLM2 (2 CPU cores, --dtype bfloat16 --bf16-mode weights) "
+                                                        "the training forward+backward ran 1.65x faster but the first step compiled for 509 s, "
+                                                        "so it breaks even after about 125 steps (benchmarks/grpo_step_profile.py --compile); "
+                                                        "single process"})
     adamw_impl: str = field(default="default", metadata={"help": "AdamW kernel: default (torch's choice: a per-parameter loop on the CPU), "
                                                                  "foreach (batched over parameters) or fused (one kernel; CPU and CUDA); "
                                                                  "same maths, different rounding", "choices": ("default", "foreach", "fused")})
@@ -171,6 +176,8 @@ class GRPOConfig(TrainerConfig):
         elif self.bf16_mode == "weights" and (world_size > 1 or self.rollout_engine == "vllm"):
             errs.append("bf16_mode weights runs in a single process with polab's or transformers' sampler; use --bf16-mode autocast "
                         "under torchrun or with --rollout-engine vllm")
+        if self.compile and world_size > 1:
+            errs.append("compile is tested in a single process only (torch.compile under DDP/FSDP is not); drop --compile under torchrun")
         if self.rollout_engine not in ("shared-prefix", "hf", "vllm"):
             errs.append(f"rollout_engine must be 'shared-prefix', 'hf' or 'vllm', got {self.rollout_engine!r}")
         if self.rollout_engine == "vllm":
@@ -365,6 +372,8 @@ class GRPOTrainer(Trainer):
         self._sharded, self._pending_dcp, self._full_copy = False, None, None
         # FSDP: the policy is sharded at the first step (after a resume loaded its weights); DDP wraps the log-prob module now
         self.model = self.logprob_module if self.fsdp else self.wrap_ddp(self.logprob_module)
+        if cfg.compile:  # single process (validated): the compiled module shares the parameters of logprob_module
+            self.model = torch.compile(self.logprob_module, dynamic=True)
         self.optimizer = self._make_optimizer()
         self.advantage.setup(self)
 

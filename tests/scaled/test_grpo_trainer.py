@@ -94,6 +94,31 @@ def test_sampler_records_its_own_logprobs_equal_to_a_full_forward():
                         logprob_temperature=0.0)
 
 
+@pytest.mark.slow  # inductor compiles the tiny model's forward and backward kernels (20-60 s on 2 CPU cores)
+def test_compile_gives_the_eager_logprobs_and_gradients(tmp_path):
+    """``--compile``: the compiled log-probability module is the eager one up to float32 reordering inside fused kernels."""
+    a, b = make(tmp_path / "a"), make(tmp_path / "b", compile=True)
+    assert b.model is not b.logprob_module and a.model is a.logprob_module
+    g = torch.Generator().manual_seed(0)
+    r = sample_rollouts(a.policy, a.tokenizer, ["Compute 1 + 2.", "A longer prompt, so the batch is left-padded."],
+                        samples_per_prompt=4, max_new_tokens=6, generator=g)
+    mask = r.response_mask.float()
+    grads = []
+    for tr in (a, b):
+        tr.policy.zero_grad()
+        lp = tr.model(r.input_ids, r.attention_mask, r.prompt_length, 4, 1.0)
+        (lp * mask).sum().backward()
+        grads.append((lp.detach(), [p.grad.clone() for p in tr.policy.parameters()]))
+        tr.policy.zero_grad()
+    # float32 values of size ~1-10 summed in another order inside fused kernels: a few ulps x reduction length, < 1e-4
+    torch.testing.assert_close(grads[1][0][mask.bool()], grads[0][0][mask.bool()], rtol=0, atol=1e-4)
+    for ga, gb in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-5)
+    # (a whole train_step with micro-batches would compile again for each new shape: a minute more, same check)
+    with pytest.raises(ValueError, match="compile"):
+        tiny_config(tmp_path / "c", compile=True).validate(world_size=2)
+
+
 def test_top_p_filter_hand_example():
     p = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     # nucleus 0.7: 0.5 alone is below 0.7, so 0.5 and 0.3 are kept -> (0.625, 0.375, 0, 0)
