@@ -61,6 +61,9 @@ it had reached 6.4 GB resident (single-threaded, still in the warm-up steps) whe
 ended it on a shared 24 GB machine whose other processes held most of the rest. ``--dtype bfloat16``
 alone holds one polab trainer fewer.
 
+``--compile`` runs polab with ``--compile`` (torch.compile of the training log-probability module): the
+steady-state ratio, with the compilation (one warm-up step, printed) paid once per run.
+
 Run: ``make bench`` or ``python benchmarks/grpo_step_vs_trl.py`` (3 pairs; expected under 10 minutes
 on 2 quiet cores, not yet timed on one); loaded: ``--background-load 2``.
 """
@@ -120,6 +123,7 @@ def build_polab(puzzles, args, out):
         max_new_tokens=args.max_new_tokens, lr=1e-6, steps=10**6, out=str(out), tensorboard=False, progress=False,
         checkpoint_every=10**6, temperature=1.0, top_p=1.0, kl_coef=0.0, micro_batch_size=args.micro_batch,
         dtype=args.dtype.removesuffix("-weights"), bf16_mode="weights" if args.dtype.endswith("-weights") else "autocast", adamw_impl=args.adamw,
+        compile=getattr(args, "compile", False),
     )
     return GRPOTrainer(cfg, task=FixedPuzzles(puzzles))
 
@@ -259,6 +263,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trl-dtype", default="float32", choices=("float32", "bfloat16"), help="TRL's precision (bf16=True for bfloat16)")
     ap.add_argument("--rollout-reps", type=int, default=1, help="alternating (polab sampler, generate) rollouts on one batch")
     ap.add_argument("--background-load", type=int, default=0, metavar="N", help="start N busy processes (python -c 'while True: pass') first")
+    ap.add_argument("--compile", action="store_true", help="polab's --compile (torch.compile of the training log-probability module); "
+                    "the warm-up step, which compiles, is timed and printed, not counted in the ratio")
     ap.add_argument("--profile", action="store_true", help="torch.profiler's top operators of one polab step")
     args = ap.parse_args(argv)
     if args.micro_batch % args.samples or (args.prompts * args.samples) % args.micro_batch:
@@ -287,7 +293,10 @@ def main(argv=None) -> int:
               + f" (load1 {load1():.2f})", flush=True)
         seen = {}
         for dt, tr in polabs.items():
+            t0 = time.perf_counter()
             tr.train_step()
+            if args.compile:  # the warm-up step holds the compilation
+                print(f"polab {dt} warm-up step with --compile: {time.perf_counter() - t0:.1f} s", flush=True)
 
             def capture(step, dt=dt, rollout=tr.rollout):
                 seen[dt] = rollout(step)
