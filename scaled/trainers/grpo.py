@@ -111,8 +111,9 @@ class GRPOConfig(TrainerConfig):
                                                          "choices": ("autocast", "weights")})
     compile: bool = field(default=False, metadata={"help": "torch.compile(dynamic=True) the training log-probability module (inductor). "
                                                         "Pays only on long runs: on SmolLM2 (2 CPU cores, --dtype bfloat16 --bf16-mode weights) "
-                                                        "the training forward+backward ran 1.65x faster but the first step compiled for 509 s, "
-                                                        "so it breaks even after about 125 steps (benchmarks/grpo_step_profile.py --compile); "
+                                                        "the training forward+backward ran 1.65x faster but the first step compiled for 509 s "
+                                                        "(131 s with inductor's on-disk cache warm), so it breaks even after about 30-125 steps "
+                                                        "(benchmarks/grpo_step_profile.py --compile); "
                                                         "single process"})
     adamw_impl: str = field(default="default", metadata={"help": "AdamW kernel: default (torch's choice: a per-parameter loop on the CPU), "
                                                                  "foreach (batched over parameters) or fused (one kernel; CPU and CUDA); "
