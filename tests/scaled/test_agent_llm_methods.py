@@ -193,6 +193,16 @@ def test_arpo_filter_and_replay_smollm2(make_trainer):
     assert [e.group for e in b2.episodes] == [0, 0] and sorted(e.trajectory for e in b2.episodes) == [0, 1]
 
 
+def _step_seeing_rollout(tr):
+    """One training step; returns (step result, the rollout batch as the reward shaper received it, before shaping)."""
+    seen = []
+    apply = tr.reward_shaper.apply
+    tr.reward_shaper.apply = lambda trainer, batch: (seen.append(batch), apply(trainer, batch))[1]
+    res = tr.train_step()
+    (rollout,) = seen
+    return res, rollout
+
+
 @pytest.mark.llm
 @pytest.mark.slow
 def test_epo_process_step_smollm2(make_trainer):
@@ -200,12 +210,8 @@ def test_epo_process_step_smollm2(make_trainer):
 
     spec = "negotiation:max_count=2"
     tr = make_trainer(env=spec, method="grpo", reward_shaper="epo-process")
-    seen = []
-    apply = tr.reward_shaper.apply
-    tr.reward_shaper.apply = lambda trainer, batch: (seen.append(batch), apply(trainer, batch))[1]
-    res = tr.train_step()
+    res, rollout = _step_seeing_rollout(tr)
     b, _ = _check_step(res)
-    (rollout,) = seen
     env = make_text_env(spec)
     procs = []
     for e, shaped in zip(rollout.episodes, b.episodes):
@@ -227,12 +233,8 @@ def test_epo_process_step_smollm2(make_trainer):
 @pytest.mark.slow
 def test_debate_step_smollm2(make_trainer):
     tr = make_trainer(env="evidence:n_evidence=3", method="grpo", reward_shaper="debate")
-    seen = []
-    apply = tr.reward_shaper.apply
-    tr.reward_shaper.apply = lambda trainer, batch: (seen.append(batch), apply(trainer, batch))[1]
-    res = tr.train_step()
+    res, rollout = _step_seeing_rollout(tr)
     b, _ = _check_step(res)
-    (rollout,) = seen
     lam = tr.reward_shaper.options.weight
     decided = 0
     for e, shaped in zip(rollout.episodes, b.episodes):
