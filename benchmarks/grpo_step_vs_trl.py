@@ -64,6 +64,11 @@ alone holds one polab trainer fewer.
 ``--compile`` runs polab with ``--compile`` (torch.compile of the training log-probability module): the
 steady-state ratio, with the compilation (one warm-up step, printed) paid once per run.
 
+Measured loaded vs quiet (2026-12-04, AMX machine, ``--pairs 2 --dtype bfloat16-weights --prompts 4 --samples 4
+--max-new-tokens 24 --rollout-reps 2`` with ``--background-load 0`` then ``2``; load1 about 1.3 then 3.2-3.6): polab step
+7.2-7.3 s -> 10.4-13.0 s, TRL 31.1-33.6 s -> 52.5-56.2 s (ratios 0.226 -> 0.214); sampler / ``generate`` tokens/s 1.18 ->
+0.99. The sampler degrades like ``generate`` and polab's step no more than TRL's.
+
 Run: ``make bench`` or ``python benchmarks/grpo_step_vs_trl.py`` (3 pairs; expected under 10 minutes
 on 2 quiet cores, not yet timed on one); loaded: ``--background-load 2``.
 """
