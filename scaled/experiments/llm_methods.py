@@ -423,6 +423,8 @@ def run_grpo_arm(cfg, out: Path, seed: int, task, *, steps: int | None = None, t
             t0 = time.perf_counter()
             res = tr.train_step()
             wall += time.perf_counter() - t0
+            if tr.logger is not None:  # the arm's own run folder gets its per-step rows (train() is not what drives it)
+                tr.logger.log(res.step, res.metrics)
             m = res.metrics
             n_steps += 1
             if "window_tokens_generated" in m:
@@ -549,6 +551,8 @@ def _pref_family(cfg, out: Path, logger, bar) -> list[dict]:
                     t0 = time.perf_counter()
                     res = tr.train_step()
                     wall += time.perf_counter() - t0
+                    if tr.logger is not None:  # the arm's own run folder gets its per-step rows
+                        tr.logger.log(res.step, res.metrics)
                     logger.log(logger.row, {"arm": f"preference/{m}", "seed": seed, "arm_step": k + 1,
                                             "reward_mean": res.metrics.get("policy_reward", math.nan), "time_step_s": res.metrics.get("time_step_s", math.nan)})
                     logger.row += 1

@@ -169,13 +169,16 @@ def test_micro_batches_reproduce_full_batch_update_for_new_methods(tmp_path, kw)
     b = make(tmp_path / "b", micro_batch_size=4, **kw)
     a.train_step()
     b.train_step()
-    # Compare the accumulated gradients (kept after the step): equal up to float32 summation order (STYLE.md float32
-    # tolerance, atol relative to the largest entry). Parameters are not compared: Adam's first step is about
-    # lr * sign(g), so a gradient entry at float-noise level can flip sign.
+    # Compare the accumulated gradients (kept after the step): equal up to float32 summation order, atol relative to the
+    # largest entry. Parameters are not compared: Adam's first step is about lr * sign(g), so a gradient entry at
+    # float-noise level can flip sign. Tolerance: u = 2^-24 ~ 6e-8; an entry sums O(10^2) products as large as the largest
+    # entry, and advantages that sum to zero make it a difference of much larger terms, so ~n u = 1e-5 of the scale is
+    # possible; measured on an AMX Xeon with one thread (as the suite runs after experiments that set 1 thread): up to
+    # 3.3e-6 (ppo_gae), above the former 1e-6; with 2 threads below 1e-6.
     for (k, pa), pb in zip(a.policy.named_parameters(), b.policy.parameters()):
         scale = float(pa.grad.abs().max())
-        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-6 * max(scale, 1e-12), msg=k)
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-5 * max(scale, 1e-12), msg=k)
     if a.critic is not None:
         for (k, pa), pb in zip(a.critic.named_parameters(), b.critic.parameters()):
             scale = float(pa.grad.abs().max())
-            torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-6 * max(scale, 1e-12), msg=k)
+            torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-5 * max(scale, 1e-12), msg=k)

@@ -195,6 +195,10 @@ def test_smollm2_tiniest_grpo_arm(tmp_path):
     assert r["steps"] == 1 and r["generated_samples"] == 4
     assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy"] * 2 == round(r["accuracy"] * 2)  # 2 problems x 1 sample
     assert 0.0 <= r["vanishing_group_rate"] <= 1.0
+    # the arm's own run folder holds its per-step rows (it was header-only when the experiment drove train_step)
+    (mfile,) = (tmp_path / "arm").rglob("metrics.csv")
+    rows = list(csv.DictReader(open(mfile)))
+    assert [int(float(x["step"])) for x in rows] == [1] and 0.0 <= float(rows[0]["accuracy"]) <= 1.0
 
 
 def test_merge_combines_per_seed_runs(tmp_path):
