@@ -37,8 +37,11 @@ figures while each arm ran):
   51.9 / 51.7, d3rlpy 77.6 / 34.4 / 35.3 grad steps/s; the drop after the first pair is the load rising from 2.3
   to ~6).
 
-So polab's TD3+BC step is about 1.5-1.6x d3rlpy 2.8.1's on one CPU thread whenever the load is moderate; a quiet
-machine was not available to confirm it.
+So polab's TD3+BC step is about 1.5-1.6x d3rlpy 2.8.1's on one CPU thread whenever the load is moderate.
+Confirmed on a quiet machine (2026-12-04, another CPU, load 0.8-1.0 = the benchmark itself; ``--dataset
+invertedpendulum-medium --steps 2000 --repeats 3``, 110 s): ratios 1.589, 1.531, 1.616 (median 1.589; polab 164-167,
+d3rlpy 101-109 grad steps/s). d3rlpy's final return is reported as nan there: the peers' environment has no MuJoCo, and
+the benchmark measures speed only.
 """
 
 from __future__ import annotations
