@@ -80,18 +80,16 @@ from polab.scaled.omp_env import apply_omp_wait_policy
 apply_omp_wait_policy()  # OMP_WAIT_POLICY=PASSIVE unless set (OMP_WAIT_POLICY= for the runtime's default): before torch loads OpenMP
 
 import argparse  # noqa: E402
-import atexit  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from background_load import start_background_load  # noqa: E402  (benchmarks/ is the script's directory)
 
 
 class FixedPuzzles:
@@ -182,18 +180,6 @@ def build_trl(puzzles, args, out):
     return step
 
 
-def start_background_load(n: int) -> list:
-    """``n`` busy processes (``python -c "while True: pass"``): one core's worth of runnable load each, killed at exit."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-
-    def stop():
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-    atexit.register(stop)
-    return procs
 
 
 class PeakRSS:

@@ -16,7 +16,6 @@ Run: ``python benchmarks/omp_wait_policy.py --repeats 2 --background-load 2``.
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import re
 import statistics
@@ -24,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from background_load import start_background_load  # benchmarks/ is the script's directory
 
 BENCHES = {"trl": Path(__file__).with_name("grpo_step_vs_trl.py"), "profile": Path(__file__).with_name("grpo_step_profile.py")}
 DEFAULT_CHILD = {"trl": ["--pairs", "2", "--dtype", "bfloat16", "--prompts", "4", "--samples", "4", "--max-new-tokens", "24", "--micro-batch", "8"],
@@ -78,15 +79,7 @@ def main(argv=None) -> int:
         child = DEFAULT_CHILD[args.bench]
     if args.repeats < 1 or args.background_load < 0:
         ap.error("--repeats must be >= 1 and --background-load >= 0")
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.background_load)]
-
-    def stop():
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-    atexit.register(stop)
+    start_background_load(args.background_load)
     order = []
     for r in range(args.repeats):
         order += ["PASSIVE", "default"] if r % 2 == 0 else ["default", "PASSIVE"]

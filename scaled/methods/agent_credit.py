@@ -436,18 +436,25 @@ class BADCredit(CreditAssigner):
         return {"value_loss": float(sum(losses) / len(losses)), "value_mean": float(old[m > 0].mean()), "explained_variance": ev}
 
     def after_update(self, trainer, batch, result) -> dict:
-        from polab.estimators.gae import clipped_value_loss
-
         if self.token_level:
             return self._after_update_tokens(batch)
+        return self._fit_step_values(batch)
+
+    def _value_predictions(self, steps) -> torch.Tensor:
+        """One value per step row (the action-level critic's output)."""
+        return self.critic(steps)
+
+    def _fit_step_values(self, batch) -> dict:
+        """Clipped value regression of the per-step predictions on this batch's returns (``value_epochs`` passes)."""
+        from polab.estimators.gae import clipped_value_loss
+
         returns, old = self._targets
-        steps = batch.steps
         dev = next(self.critic.parameters()).device
         R, V0 = returns.to(dev, torch.float32)[:, None], old.to(dev, torch.float32)[:, None]
         m = torch.ones_like(R)
         losses = []
         for _ in range(self.options.value_epochs):
-            pred = self.critic(steps)[:, None]
+            pred = self._value_predictions(batch.steps)[:, None]
             loss = clipped_value_loss(pred, V0, R, m, clip_range=self.options.value_clip).loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -546,21 +553,4 @@ class PPOActionCredit(BADCredit):
         return self.critic(steps)[0][:, 0] if self.token_level else self.critic(steps)
 
     def after_update(self, trainer, batch, result) -> dict:
-        from polab.estimators.gae import clipped_value_loss
-
-        returns, old = self._targets
-        dev = next(self.critic.parameters()).device
-        R, V0 = returns.to(dev, torch.float32)[:, None], old.to(dev, torch.float32)[:, None]
-        m = torch.ones_like(R)
-        losses = []
-        for _ in range(self.options.value_epochs):
-            pred = self._value_predictions(batch.steps)[:, None]
-            loss = clipped_value_loss(pred, V0, R, m, clip_range=self.options.value_clip).loss
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), 1.0)
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
-        var = float(returns.var()) if returns.numel() > 1 else 0.0
-        ev = 1.0 - float((returns - old).var()) / var if var > 0 else float("nan")
-        return {"value_loss": float(sum(losses) / len(losses)), "value_mean": float(old.mean()), "explained_variance": ev}
+        return self._fit_step_values(batch)  # action-level values, also with the token critic (its first position)
